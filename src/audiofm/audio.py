@@ -1,0 +1,121 @@
+"""Audio input: decode (soundfile), mix to mono, resample (soxr), scan datasets for bad files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+
+
+class AudioError(ValueError):
+    """An audio file could not be used; the message names the file and what to do."""
+
+
+def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono ``wave`` (T,) from ``sr`` to ``target_sr`` with soxr (HQ)."""
+    if sr <= 0:
+        raise AudioError(f"sample rate must be positive, got {sr}")
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    if sr == target_sr or wave.size == 0:
+        return wave
+    import soxr
+
+    return np.asarray(soxr.resample(wave, sr, target_sr, quality="HQ"), dtype=np.float32)
+
+
+def to_mono(wave: np.ndarray) -> np.ndarray:
+    """(T,) or (T, C) → (T,) float32 by averaging channels."""
+    wave = np.asarray(wave)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    elif wave.ndim != 1:
+        raise AudioError(f"expected audio of shape (T,) or (T, channels), got {wave.shape}")
+    return wave.astype(np.float32, copy=False)
+
+
+def prepare(wave: np.ndarray, sr: int, target_sr: int, name: str = "<array>") -> np.ndarray:
+    """Validate an in-memory waveform and bring it to mono float32 at ``target_sr``."""
+    wave = to_mono(wave)
+    if wave.size == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    return resample(wave, int(sr), target_sr)
+
+
+def load_audio(
+    path: str | os.PathLike[str], sr: int | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to mono float32, resampled to ``sr`` if given. Returns (wave, rate).
+
+    ``max_seconds`` reads only the start of the file. Raises :class:`AudioError` naming the
+    file for missing, unreadable, corrupt or empty audio.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"{p}: no such audio file (check the path or the manifest entry)")
+    try:
+        with sf.SoundFile(str(p)) as f:
+            native = f.samplerate
+            frames = -1 if max_seconds is None else round(max_seconds * native)
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(
+            f"{p}: cannot decode audio ({e}); re-encode it as WAV/FLAC or remove it from the dataset"
+        ) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{p}: audio is empty (0 samples); remove it from the dataset")
+    wave = data.mean(axis=1).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(f"{p}: audio contains NaN or infinite samples")
+    if sr is not None and sr != native:
+        return resample(wave, native, sr), sr
+    return wave, native
+
+
+def audio_info(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(frames, sample rate) of ``path`` without decoding it all; raises AudioError."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path}: cannot read audio header ({e})") from None
+    return int(info.frames), int(info.samplerate)
+
+
+@dataclass
+class BadFile:
+    path: str
+    reason: str
+
+
+def scan_files(paths: Iterable[str | os.PathLike[str]], decode: bool = True) -> list[BadFile]:
+    """Check every file and return *all* problems (missing, unreadable, empty) at once."""
+    bad: list[BadFile] = []
+    for path in paths:
+        try:
+            if decode:
+                load_audio(path)
+            else:
+                frames, _ = audio_info(path)
+                if frames == 0:
+                    raise AudioError(f"{path}: audio is empty (0 samples)")
+        except AudioError as e:
+            bad.append(BadFile(str(path), str(e)))
+    return bad
+
+
+def find_audio(root: str | os.PathLike[str]) -> list[Path]:
+    """All audio files below ``root`` (recursive, sorted, by extension)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AudioError(f"{root}: not a directory")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())

@@ -1,0 +1,125 @@
+"""The audio encoder: front end → patches → patch embedding + positions → backbone → norm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..frontend import FrontendConfig, LogMel
+from .backbones import build_backbone
+from .patch import patchify, sincos_2d
+
+
+@dataclass
+class EncoderConfig:
+    """frontend: log-mel settings and normalisation stats. patch_f / patch_t: patch size in mel
+    bins × frames. backbone: 'transformer' | 'mamba' | 'xlstm'. backbone_cfg: that backbone's
+    fields (dim, depth, ...)."""
+
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    patch_f: int = 16
+    patch_t: int = 16
+    backbone: str = "transformer"
+    backbone_cfg: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.frontend.n_mels % self.patch_f:
+            raise ValueError(f"n_mels={self.frontend.n_mels} is not divisible by patch_f={self.patch_f}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone_cfg.get("dim", 192))
+
+    @property
+    def freq_patches(self) -> int:
+        return self.frontend.n_mels // self.patch_f
+
+    @property
+    def patch_seconds(self) -> float:
+        """Duration covered by one time patch (its hop), in seconds."""
+        return self.patch_t * self.frontend.hop_length / self.frontend.sample_rate
+
+
+@dataclass
+class Tokens:
+    """Patch tokens of a batch: ``patches (B, N, P)``, ``pad_mask (B, N)`` (True = padding),
+    the grid ``(Fp, Tp)`` and valid time patches per item ``time_lengths (B,)``."""
+
+    patches: Tensor
+    pad_mask: Tensor
+    Fp: int
+    Tp: int
+    time_lengths: Tensor
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = LogMel(cfg.frontend)
+        self.patch_embed = nn.Linear(cfg.patch_f * cfg.patch_t, cfg.dim)
+        self.backbone = build_backbone(cfg.backbone, **cfg.backbone_cfg)
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.dim
+
+    def tokenize(self, wave: Tensor, lengths: Tensor | None = None) -> Tokens:
+        """``wave: (B, S)`` (right-padded; ``lengths`` = valid samples) → patch tokens."""
+        spec = self.frontend(wave)  # (B, F, T)
+        frames = spec.shape[-1]
+        if lengths is None:
+            frame_len = torch.full((wave.shape[0],), frames, dtype=torch.long, device=wave.device)
+        else:
+            frame_len = self.frontend.frame_lengths(lengths.to(wave.device)).clamp(max=frames)
+        return self.tokenize_spec(spec, frame_len)
+
+    def tokenize_spec(self, spec: Tensor, frame_len: Tensor) -> Tokens:
+        pt = self.cfg.patch_t
+        T = spec.shape[-1]
+        Tp = -(-T // pt)
+        # pad time to whole patches; padded frames are 0 (the normalised mean)
+        t_idx = torch.arange(T, device=spec.device)
+        spec = spec.masked_fill(t_idx[None, None, :] >= frame_len[:, None, None], 0.0)
+        spec = F.pad(spec, (0, Tp * pt - T))
+        patches = patchify(spec, self.cfg.patch_f, pt)
+        Fp = self.cfg.freq_patches
+        time_len = (-(-frame_len // pt)).clamp(min=1)  # (B,) time patches holding real frames
+        col = torch.arange(Tp, device=spec.device).repeat_interleave(Fp)  # token → time index
+        pad_mask = col[None, :] >= time_len[:, None]
+        return Tokens(patches, pad_mask, Fp, Tp, time_len)
+
+    def embed_tokens(self, patches: Tensor, Fp: int, Tp: int, t0: int = 0) -> Tensor:
+        """Project patches ``(B, N, P)`` and add fixed positions → ``(B, N, D)``."""
+        pos = sincos_2d(Fp, Tp, self.dim, t0).to(device=patches.device, dtype=patches.dtype)
+        return self.patch_embed(patches) + pos
+
+    def forward_tokens(
+        self, x: Tensor, pad_mask: Tensor | None = None, layer: int = -1
+    ) -> Tensor:
+        """Run the backbone on embedded tokens; ``layer`` -1 = last block + final norm,
+        otherwise the raw output of block ``layer`` (0-based)."""
+        if layer == -1 or layer == self.backbone.depth - 1:
+            out = self.backbone(x, pad_mask)
+            assert isinstance(out, Tensor)
+            return self.norm(out)
+        if not -self.backbone.depth <= layer < self.backbone.depth:
+            raise ValueError(f"layer {layer} out of range for a {self.backbone.depth}-block encoder")
+        _, layers = self.backbone(x, pad_mask, return_layers=True)
+        return layers[layer]
+
+    def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1
+                         ) -> tuple[Tensor, Tensor]:
+        """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``."""
+        tok = self.tokenize(wave, lengths)
+        x = self.embed_tokens(tok.patches, tok.Fp, tok.Tp)
+        h = self.forward_tokens(x, tok.pad_mask if bool(tok.pad_mask.any()) else None, layer)
+        B = h.shape[0]
+        frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)
+        valid = torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]
+        return frames, valid

@@ -1,0 +1,138 @@
+"""The masked-spectrogram pretraining recipe: data → crops → masks → MSM loss."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import from_dict, merge, to_dict
+from ..data import Row, fingerprint, read_rows
+from ..data.dataset import ClipStore
+from ..frontend import LogMel
+from ..models.msm import ModelConfig, MSMModel
+from ..models.registry import build_model, model_config
+from .engine import Engine, TrainConfig, _mix
+
+
+@dataclass
+class DataConfig:
+    """source: a manifest (CSV/JSONL), an audio folder, a HEAR task dir or a dir of HEAR tasks.
+    splits: keep only rows of these splits (e.g. HEAR training folds). max_clips: use at most
+    this many (a fixed random subset). cache_mb: decoded-audio memory cache. check: decode every
+    file before training and report all bad ones."""
+
+    source: str = ""
+    splits: list[str] = field(default_factory=list)
+    max_clips: int | None = None
+    cache_mb: float = 4096
+    check: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
+    to compute the front end's normalisation statistics when the model has none (mean 0, std 1)."""
+
+    model: str = "msm_vit_tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stats_clips: int = 500
+
+
+def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
+                  progress: bool = False) -> tuple[float, float]:
+    """Mean and std of the log-mel over up to ``max_clips`` clips (every frame counts)."""
+    n = len(store)
+    idx = np.random.default_rng(seed).permutation(n)[: min(n, max_clips)]
+    s = s2 = cnt = 0.0
+    it: Any = idx
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(idx, desc="stats", unit="clip")
+    with torch.inference_mode():
+        for i in it:
+            lm = logmel.log_mel(torch.from_numpy(store.wave(int(i)))[None]).double()
+            s += float(lm.sum())
+            s2 += float(lm.square().sum())
+            cnt += lm.numel()
+    mean = s / cnt
+    return mean, float(np.sqrt(max(s2 / cnt - mean * mean, 1e-12)))
+
+
+class PretrainRecipe:
+    """Masked spectrogram modelling on random crops of ``segment_seconds``."""
+
+    def __init__(self, config: ModelConfig, store: ClipStore, seed: int) -> None:
+        self.config = config
+        self.model: MSMModel = build_model(config)
+        self.store = store
+        self.seed = seed
+        self.segment = config.segment_samples
+
+    def num_examples(self) -> int:
+        return len(self.store)
+
+    def loss(self, model: nn.Module, ids: list[int], seeds: list[int], step: int,
+             part: tuple[int, int]) -> tuple[Tensor, dict[str, float]]:
+        device = next(model.parameters()).device
+        wave = torch.from_numpy(np.stack([self.store.crop(i, self.segment, s) for i, s in zip(ids, seeds)]))
+        # the mask for the whole global batch comes from one generator; take our slice of it
+        off, global_b = part
+        g = torch.Generator().manual_seed(_mix(self.seed, step, 11))
+        mask = self.model.sample_mask(global_b, self.segment, g)[off : off + len(ids)]
+        out = model(wave.to(device), mask.to(device))
+        return out["loss"], {}
+
+
+def resolve_config(cfg: PretrainConfig) -> ModelConfig:
+    return model_config(cfg.model, **cfg.model_overrides)
+
+
+def load_rows(data: DataConfig) -> list[Row]:
+    rows = read_rows(data.source, data.splits or None)
+    if data.max_clips is not None and len(rows) > data.max_clips:
+        keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: data.max_clips])
+        rows = [rows[int(i)] for i in keep]
+    return rows
+
+
+def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+             rows: Sequence[Row] | None = None) -> dict[str, Any]:
+    """Pretrain and return the engine's summary. On resume the saved model config is reused."""
+    from .. import checkpoint as ckpt
+
+    out = Path(out)
+    model_cfg = resolve_config(cfg)  # fail on a bad model name before touching the data
+    if rows is None:
+        rows = load_rows(cfg.data)
+    if resume:
+        latest = ckpt.latest_checkpoint(out / "checkpoints")
+        if latest is not None:
+            model_cfg = ckpt.load_config(latest)
+    store = ClipStore(rows, model_cfg.encoder.frontend.sample_rate, cfg.data.cache_mb)
+    if cfg.data.check and not resume:
+        store.check()
+    fe = model_cfg.encoder.frontend
+    if not resume and fe.mean == 0.0 and fe.std == 1.0:
+        mean, std = compute_stats(store, LogMel(fe), cfg.stats_clips, cfg.train.seed, progress)
+        fe = dataclasses.replace(fe, mean=round(mean, 6), std=round(std, 6))
+        model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
+    torch.manual_seed(cfg.train.seed)
+    recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
+    engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
+                    data_fingerprint=fingerprint(rows), progress=progress)
+    return engine.fit()
+
+
+def pretrain_config_from(data: dict[str, Any]) -> PretrainConfig:
+    return from_dict(PretrainConfig, data, where="pretrain config")
