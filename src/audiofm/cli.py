@@ -31,6 +31,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", help="comma-separated splits to keep (e.g. HEAR folds fold02,fold03,fold04)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time")
+    p.add_argument("--budget-minutes", type=float,
+                   help="choose --max-steps so the whole schedule fits this wall time (timed on this machine)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--precision", choices=["fp32", "bf16"])
@@ -50,6 +52,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.config:
         data = merge(data, load_yaml(args.config))
     flags: dict[str, Any] = {"model": args.model, "data": {"source": args.data},
+                             "budget_minutes": args.budget_minutes,
                              "train": {"max_steps": args.max_steps, "batch_size": args.batch_size,
                                        "lr": args.lr, "precision": args.precision, "seed": args.seed,
                                        "max_minutes": args.max_minutes}}
@@ -206,6 +209,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="msm_vit_tiny")
     p.add_argument("--minutes", type=float, default=5.0, help="pretraining time budget")
     p.add_argument("--per-family", type=int, default=120, help="clips per sound family")
+    p.add_argument("--steps", type=int, help="fixed number of pretraining steps instead of --minutes")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -214,7 +218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(Path(args.out), model=args.model, minutes=args.minutes, per_family=args.per_family,
-             resume=args.resume)
+             resume=args.resume, steps=args.steps)
     return 0
 
 

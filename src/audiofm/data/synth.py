@@ -133,8 +133,9 @@ def generate_clip(family: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_demo_dataset(out: str | os.PathLike[str], per_family: int = 120, seed: int = 0,
-                      test_fraction: float = 0.25) -> list[Row]:
-    """Write ``out/<family>/<family>_NNNN.flac`` and ``out/manifest.csv`` (split train/test)."""
+                      test_fraction: float = 0.2, valid_fraction: float = 0.2) -> list[Row]:
+    """Write ``out/<family>/<family>_NNNN.flac`` and ``out/manifest.csv`` (splits
+    train/valid/test, stratified by family)."""
     import soundfile as sf
 
     out = Path(out)
@@ -142,6 +143,7 @@ def make_demo_dataset(out: str | os.PathLike[str], per_family: int = 120, seed: 
     for fi, family in enumerate(FAMILIES):
         (out / family).mkdir(parents=True, exist_ok=True)
         n_test = round(per_family * test_fraction)
+        n_valid = round(per_family * valid_fraction)
         for j in range(per_family):
             rng = np.random.default_rng([seed, fi, j])
             path = out / family / f"{family}_{j:04d}.flac"
@@ -150,6 +152,6 @@ def make_demo_dataset(out: str | os.PathLike[str], per_family: int = 120, seed: 
                 sf.write(tmp, generate_clip(family, rng), SR, subtype="PCM_16")
                 os.replace(tmp, path)
             rows.append(Row(path=str(path.relative_to(out)), id=f"{family}/{path.name}", labels=[family],
-                            split="test" if j < n_test else "train"))
+                            split="test" if j < n_test else "valid" if j < n_test + n_valid else "train"))
     write_manifest(rows, out / "manifest.csv")
     return rows

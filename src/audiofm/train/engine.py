@@ -352,7 +352,8 @@ class Engine:
                 bar.close()
             if metrics_f is not None:
                 metrics_f.close()
-        path = self.save(optimizer, final=status == "completed")
+        # a run that used up its time budget is finished too: its model is written as final
+        path = self.save(optimizer, final=status in ("completed", "time budget reached"))
         if self.dist.world > 1:
             dist.barrier()
         if self.dist.main:

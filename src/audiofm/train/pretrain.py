@@ -18,7 +18,7 @@ from ..data.dataset import ClipStore
 from ..frontend import LogMel
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, model_config
-from .engine import Engine, TrainConfig, _mix
+from .engine import Engine, TrainConfig, _mix, batch_ids
 
 
 @dataclass
@@ -38,13 +38,16 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
-    to compute the front end's normalisation statistics when the model has none (mean 0, std 1)."""
+    to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
+    budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
+    wall time on this machine (timed on the real recipe before training; warm-up scaled to 10 %)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stats_clips: int = 500
+    budget_minutes: float | None = None
 
 
 def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
@@ -93,6 +96,32 @@ class PretrainRecipe:
         return out["loss"], {}
 
 
+def calibrate_steps(recipe: PretrainRecipe, cfg: TrainConfig, minutes: float, probe_steps: int = 3) -> int:
+    """Optimizer steps that fit in ``minutes`` on this machine, timed on the real recipe.
+
+    Runs ``probe_steps`` + 1 steps (forward, backward, AdamW) on a throw-away copy of the model
+    and takes the median of all but the first.
+    """
+    import copy
+    import time
+
+    model = copy.deepcopy(recipe.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times = []
+    for s in range(probe_steps + 1):
+        ids, seeds = batch_ids(cfg.seed, s, cfg.batch_size // cfg.accum_steps, recipe.num_examples())
+        t = time.perf_counter()
+        for _ in range(cfg.accum_steps):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, _ = recipe.loss(model, ids, seeds, s, (0, len(ids)))
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if s:
+            times.append(time.perf_counter() - t)
+    return max(1, int(minutes * 60 / float(np.median(times))))
+
+
 def resolve_config(cfg: PretrainConfig) -> ModelConfig:
     return model_config(cfg.model, **cfg.model_overrides)
 
@@ -128,6 +157,17 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
     recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    if resume:
+        saved = ckpt.latest_checkpoint(out / "checkpoints")
+        if saved is not None and cfg.budget_minutes is not None:  # keep the calibrated schedule
+            tc = ckpt.load_train_state(saved)["train_config"]
+            cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
+    elif cfg.budget_minutes is not None:
+        steps = calibrate_steps(recipe, cfg.train, cfg.budget_minutes)
+        cfg.train.max_steps = steps
+        cfg.train.warmup_steps = max(1, steps // 10)
+        if progress:
+            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
                     data_fingerprint=fingerprint(rows), progress=progress)
