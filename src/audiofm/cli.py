@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_pretrain, _add_embed, _add_stats, _add_info, _add_demo):
         add(sub)
+    _add_plugins(sub)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""Embedding cache: clip embeddings of a task, computed once per embedder and settings.
+
+An entry is one ``.npz`` file holding ``ids`` (N,), ``clip`` (N, D) float32 and ``meta`` (the
+JSON of everything that went into the key). The key is the SHA-256 of:
+
+* the embedder's ``fingerprint()`` (weights + its own embedding settings) and ``sample_rate``;
+* the extra ``settings`` the caller passes (``layer``/``pooling`` for audiofm checkpoints);
+* the task name, :func:`audiofm.data.fingerprint` of its rows (clip count + hash of ids) and a
+  content stamp (hash of every clip's id, file size and segment bounds), so rebuilt audio with
+  the same ids is not served stale;
+* :data:`CACHE_FORMAT`.
+
+Files live at ``<root>/<task>/<embedder name>-<key[:16]>.npz``, are written to a temporary
+name then renamed (atomic), and are checked on load (key, ids, shape, finite values). A file
+that fails the check is re-embedded with a :class:`CacheWarning`, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import audio_info, load_audio
+from ..data import Row, fingerprint
+from ..embedding import AudioEmbedder
+
+CACHE_FORMAT = 1
+
+
+class CacheWarning(UserWarning):
+    """A cache file could not be used and was recomputed."""
+
+
+class EmbeddingError(RuntimeError):
+    """An embedder returned something unusable; the message names the model and the clip."""
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "x"
+
+
+def content_stamp(rows: Sequence[Row]) -> str:
+    """Hash of (id, file size, start, end) of every row, sorted by id (cheap: one stat per file)."""
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: r.id):
+        try:
+            size = os.stat(r.path).st_size
+        except OSError:
+            size = -1
+        h.update(f"{r.id}\0{size}\0{r.start}\0{r.end}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(embedder: AudioEmbedder, task: str, rows: Sequence[Row],
+              settings: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(hex key, the metadata it hashes) for ``embedder`` on ``rows`` of ``task``."""
+    meta = {
+        "format": CACHE_FORMAT,
+        "embedder": embedder.fingerprint(),
+        "embedder_name": embedder.name,
+        "sample_rate": int(embedder.sample_rate),
+        "settings": dict(sorted((settings or {}).items())),
+        "task": task,
+        "rows": fingerprint(list(rows)),
+        "content": content_stamp(rows),
+    }
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    return key, meta
+
+
+@dataclass
+class CacheResult:
+    """Embeddings of a task's rows (in the order given) and how they were obtained."""
+
+    clip: np.ndarray  # (N, D) float32
+    cache_hit: bool
+    seconds: float  # wall time to embed (0 on a hit, apart from loading)
+    path: Path | None
+
+
+class EmbeddingCache:
+    """Directory of cached clip embeddings (see module docstring for the key)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path_for(self, embedder_name: str, task: str, key: str) -> Path:
+        return self.root / _safe(task) / f"{_safe(embedder_name)}-{key[:16]}.npz"
+
+    def load(self, path: Path, key: str, ids: Sequence[str]) -> np.ndarray | None:
+        """Cached (N, D) embeddings aligned with ``ids``, or None (missing or unusable)."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                cached_ids = [str(i) for i in z["ids"]]
+                clip = np.asarray(z["clip"], dtype=np.float32)
+            if meta.get("key") != key:
+                raise ValueError("key mismatch")
+            if clip.ndim != 2 or clip.shape[0] != len(cached_ids):
+                raise ValueError(f"embedding array has shape {clip.shape} for {len(cached_ids)} ids")
+            index = {i: n for n, i in enumerate(cached_ids)}
+            missing = [i for i in ids if i not in index]
+            if missing:
+                raise ValueError(f"{len(missing)} clip id(s) missing, e.g. {missing[0]!r}")
+            if not np.all(np.isfinite(clip)):
+                raise ValueError("non-finite values")
+            return clip[[index[i] for i in ids]]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            warnings.warn(f"{path}: unusable embedding cache file ({e}); re-embedding", CacheWarning,
+                          stacklevel=2)
+            return None
+
+    def save(self, path: Path, key: str, meta: dict[str, Any], ids: Sequence[str], clip: np.ndarray) -> None:
+        """Write atomically: temporary file in the same folder, then rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, ids=np.asarray(list(ids), dtype=str), clip=clip.astype(np.float32),
+                         meta=np.asarray(json.dumps({**meta, "key": key}, sort_keys=True)))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _load_row(row: Row, sr: int) -> np.ndarray:
+    if row.start is None and row.end is None:
+        return load_audio(row.path, sr=sr)[0]
+    wave, _ = load_audio(row.path, sr=sr)
+    a = round((row.start or 0.0) * sr)
+    b = len(wave) if row.end is None else round(row.end * sr)
+    return wave[a:b]
+
+
+def _duration(row: Row) -> float:
+    if row.end is not None:
+        return row.end - (row.start or 0.0)
+    frames, rate = audio_info(row.path)
+    return frames / rate - (row.start or 0.0)
+
+
+def embed_rows(embedder: AudioEmbedder, rows: Sequence[Row], *, batch_size: int = 16,
+               progress: bool = True, desc: str | None = None) -> np.ndarray:
+    """Clip embeddings (N, D) float32 of ``rows``, in order.
+
+    Clips are sorted by duration (ties by id) and embedded in batches of ``batch_size`` so
+    a batch pads little; the order is fixed, so the result is deterministic.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    n = len(rows)
+    order = sorted(range(n), key=lambda i: (_duration(rows[i]), rows[i].id))
+    out: np.ndarray | None = None
+    sr = int(embedder.sample_rate)
+    with tqdm(total=n, desc=desc or f"embed {embedder.name}", unit="clip", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            waves = [_load_row(rows[i], sr) for i in idx]
+            embs = embedder.embed_batch(waves, sr)
+            if len(embs) != len(idx):
+                raise EmbeddingError(f"{embedder.name}: embed_batch returned {len(embs)} embeddings "
+                                     f"for {len(idx)} clips")
+            for i, e in zip(idx, embs):
+                clip = np.asarray(e.clip, dtype=np.float32)
+                if out is None:
+                    out = np.zeros((n, clip.shape[0]), dtype=np.float32)
+                if clip.shape != (out.shape[1],):
+                    raise EmbeddingError(f"{embedder.name}: clip embedding of {rows[i].path} has shape "
+                                         f"{clip.shape}, expected ({out.shape[1]},)")
+                if not np.all(np.isfinite(clip)):
+                    raise EmbeddingError(f"{embedder.name}: non-finite embedding for {rows[i].path}; "
+                                         "check the audio and the model")
+                out[i] = clip
+            bar.update(len(idx))
+    if out is None:
+        return np.zeros((0, int(embedder.embed_dim)), dtype=np.float32)
+    return out
+
+
+def get_embeddings(embedder: AudioEmbedder, task: str, rows: Sequence[Row], *,
+                   cache: EmbeddingCache | None, settings: dict[str, Any] | None = None,
+                   batch_size: int = 16, progress: bool = True, label: str | None = None) -> CacheResult:
+    """Embeddings of ``rows`` from the cache, or computed (and stored) on a miss."""
+    ids = [r.id for r in rows]
+    name = label or embedder.name
+    path = None
+    if cache is not None:
+        key, meta = cache_key(embedder, task, rows, settings)
+        path = cache.path_for(name, task, key)
+        t0 = time.perf_counter()
+        hit = cache.load(path, key, ids)
+        if hit is not None:
+            return CacheResult(hit, True, time.perf_counter() - t0, path)
+    t0 = time.perf_counter()
+    clip = embed_rows(embedder, rows, batch_size=batch_size, progress=progress, desc=f"embed {name} · {task}")
+    seconds = time.perf_counter() - t0
+    if cache is not None and path is not None:
+        cache.save(path, key, meta, ids, clip)
+    return CacheResult(clip, False, seconds, path)
