@@ -30,11 +30,12 @@ def test_overrides_and_none_dropped():
         model_config("msm_vit_debug", not_a_field=1)
 
 
+@pytest.mark.parametrize("name", ["msm_vit_debug", "msm_mamba_debug", "msm_xlstm_debug"])
 @pytest.mark.parametrize("encoder_input", ["visible", "all"])
 @pytest.mark.parametrize("patch_t", [16, 4])
-def test_forward_backward_every_parameter_gets_gradient(encoder_input, patch_t):
+def test_forward_backward_every_parameter_gets_gradient(name, encoder_input, patch_t):
     torch.manual_seed(0)
-    m = create_model("msm_vit_debug", encoder_input=encoder_input, encoder={"patch_t": patch_t})
+    m = create_model(name, encoder_input=encoder_input, encoder={"patch_t": patch_t})
     wave = torch.randn(2, 16000)
     out = m(wave, m.sample_mask(2, 16000, torch.Generator().manual_seed(0)))
     assert torch.isfinite(out["loss"])
@@ -97,3 +98,16 @@ def test_debug_model_loss_falls_on_generated_audio():
         losses.append(loss.item())
     first, last = np.mean(losses[:10]), np.mean(losses[-20:])
     assert last < 0.75 * first, (first, last)
+
+
+@pytest.mark.parametrize("name", ["msm_vit_debug", "msm_mamba_debug", "msm_xlstm_debug"])
+def test_every_backbone_embeds_deterministically(name):
+    import numpy as np
+
+    from audiofm.api import random_like
+
+    e = random_like(name)
+    w = np.random.default_rng(0).standard_normal(16000 * 3).astype(np.float32)
+    a, b = e.embed(w, 16000), e.embed(w, 16000)
+    assert np.all(np.isfinite(a.frames))
+    np.testing.assert_array_equal(a.frames, b.frames)

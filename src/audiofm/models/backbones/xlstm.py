@@ -1,0 +1,440 @@
+"""xLSTM backbone of mLSTM blocks (matrix memory, exponential gating; arXiv 2405.04517).
+
+Per head the mLSTM cell keeps a matrix memory C, a normaliser n and a stabiliser m::
+
+    m_t = max(log f_t + m_{t-1}, ĩ_t)              log f_t = logsigmoid(f̃_t)
+    C_t = exp(log f_t + m_{t-1} - m_t) C_{t-1} + exp(ĩ_t - m_t) k_t v_tᵀ     (n likewise with k_t)
+    h_t = C_tᵀ q_t / (max(|n_tᵀ q_t|, exp(-m_t)) + eps)
+
+with k scaled by 1/sqrt(d_head) and the zero initial state (C, n, m) = (0, 0, 0). Three equivalent
+forms: :func:`mlstm_parallel` (quadratic), :func:`mlstm_chunkwise` (linear in length; default)
+and :func:`mlstm_recurrent` (step by step). The stabiliser only rescales (the output is invariant
+to it up to eps), so no gradient flows through it.
+
+A block is the paper's pre-up-projection mLSTM block: LayerNorm, up-projection to a stream and a
+gate z, causal conv + SiLU, head-wise q/k (from the conv path) and v (from the stream), input and
+forget gates from [q, k, v], the cell, per-head group norm, learnable skip, SiLU(z) output gate and
+down-projection. Bidirectional blocks share the up/down projections; each direction has its own
+conv, q/k/v, gates, group-norm weight and skip (counted in the parameter budget); the backward
+direction runs on each row reversed within its valid length and the two directions are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from . import register_backbone
+from ._scan import causal_conv, fused_available, reverse_within_length, stream_backbone
+from .base import Backbone, BackboneConfig, Direction, DropPath, drop_path_rates, zero_padding
+
+__all__ = [
+    "MLSTMBlock",
+    "XLSTMConfig",
+    "build_xlstm",
+    "mlstm_chunkwise",
+    "mlstm_parallel",
+    "mlstm_recurrent",
+    "preset_fields",
+    "stream_backbone",
+]
+
+Form = Literal["chunkwise", "parallel", "recurrent"]
+Impl = Literal["torch", "fused", "auto"]
+State = tuple[Tensor, Tensor, Tensor]  # C (B, H, dk, dv), n (B, H, dk), m (B, H)
+
+
+@dataclass
+class XLSTMConfig(BackboneConfig):
+    """heads: mLSTM heads. proj_factor: inner width / dim. conv_kernel: causal conv width.
+    qkv_blocksize: block size of the block-diagonal q/k/v projections. form: "chunkwise" (linear
+    in length), "parallel" (quadratic) or "recurrent". chunk_size: positions per chunk.
+    direction: "forward", "bidirectional" (both directions, averaged) or "alternating" (even
+    blocks forward, odd blocks reversed). impl: "torch", "fused" (mlstm_kernels on CUDA; error if
+    unavailable) or "auto". eps: added to the normaliser. recompute: in training, recompute the
+    mixer's inner activations (conv, q/k/v, gates, cell) in backward instead of storing them
+    (several times less activation memory for roughly a fifth more training time)."""
+
+    heads: int = 4
+    proj_factor: float = 2.0
+    conv_kernel: int = 4
+    qkv_blocksize: int = 4
+    form: Form = "chunkwise"
+    chunk_size: int = 32
+    direction: Direction = "bidirectional"
+    impl: Impl = "torch"
+    eps: float = 1e-6
+    recompute: bool = True
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("forward", "bidirectional", "alternating"):
+            raise ValueError(f"unknown direction {self.direction!r}")
+        if self.form not in ("chunkwise", "parallel", "recurrent"):
+            raise ValueError(f"unknown form {self.form!r}")
+        if self.impl not in ("torch", "fused", "auto"):
+            raise ValueError(f"unknown impl {self.impl!r}")
+        if self.inner % (self.heads * self.qkv_blocksize):
+            raise ValueError(
+                f"inner width {self.inner} must be divisible by heads*qkv_blocksize "
+                f"= {self.heads * self.qkv_blocksize}"
+            )
+
+    @property
+    def inner(self) -> int:
+        return int(self.proj_factor * self.dim)
+
+
+# ----------------------------------------------------------------------------- cell forms
+
+
+def _zero_state(q: Tensor, dv: int) -> State:
+    b, h, _, dk = q.shape
+    return q.new_zeros(b, h, dk, dv), q.new_zeros(b, h, dk), q.new_zeros(b, h)
+
+
+def mlstm_recurrent(
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None = None, eps: float = 1e-6
+) -> tuple[Tensor, State]:
+    """Step-by-step mLSTM. q, k: (B, H, S, dk); v: (B, H, S, dv); i, f: gate pre-activations
+    (B, H, S). Returns h (B, H, S, dv) and the final state."""
+    c, n, m = state if state is not None else _zero_state(q, v.shape[-1])
+    k = k * k.shape[-1] ** -0.5
+    lf = F.logsigmoid(f)
+    hs = []
+    for t in range(q.shape[2]):
+        m_new = torch.maximum(lf[:, :, t] + m, i[:, :, t]).detach()
+        fa = torch.exp(lf[:, :, t] + m - m_new)[..., None]  # (B, H, 1)
+        ia = torch.exp(i[:, :, t] - m_new)[..., None]
+        kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
+        c = fa[..., None] * c + ia[..., None] * kt[..., :, None] * vt[..., None, :]
+        n = fa * n + ia * kt
+        num = (qt[..., None] * c).sum(-2)  # (B, H, dv)
+        den = torch.maximum((qt * n).sum(-1).abs(), torch.exp(-m_new)) + eps
+        hs.append(num / den[..., None])
+        m = m_new
+    return torch.stack(hs, 2), (c, n, m)
+
+
+def mlstm_parallel(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
+    """Quadratic (attention-like) stabilised mLSTM from the zero state; shapes as
+    :func:`mlstm_recurrent`."""
+    s = q.shape[2]
+    k = k * k.shape[-1] ** -0.5
+    fc = F.logsigmoid(f).cumsum(-1)  # (B, H, S)
+    causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+    log_d = (fc[..., :, None] - fc[..., None, :] + i[..., None, :]).masked_fill(~causal, -math.inf)
+    # Stabiliser of row t: the max over its inputs and the zero initial state (m_0 = 0).
+    m = torch.maximum(log_d.max(-1).values, fc).detach()  # (B, H, S)
+    p = (q @ k.transpose(-1, -2)) * torch.exp(log_d - m[..., None])  # (B, H, S, S)
+    den = torch.maximum(p.sum(-1).abs(), torch.exp(-m)) + eps
+    return (p @ v) / den[..., None]
+
+
+def mlstm_chunkwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    state: State | None = None,
+    chunk_size: int = 32,
+    eps: float = 1e-6,
+    segment_chunks: int = 64,
+) -> tuple[Tensor, State]:
+    """Chunkwise mLSTM, linear in length: quadratic inside chunks, the (C, n, m) state carried
+    between chunks. Shapes as :func:`mlstm_recurrent`. Long inputs are processed in segments of
+    ``segment_chunks`` chunks so that the per-chunk states never exist for the whole sequence."""
+    seg = max(1, chunk_size) * segment_chunks
+    if q.shape[2] <= seg:
+        return _mlstm_chunkwise(q, k, v, i, f, state, chunk_size, eps)
+    hs = []
+    for start in range(0, q.shape[2], seg):
+        sl = slice(start, start + seg)
+        h, state = _mlstm_chunkwise(
+            q[:, :, sl], k[:, :, sl], v[:, :, sl], i[:, :, sl], f[:, :, sl], state, chunk_size, eps
+        )
+        hs.append(h)
+    assert state is not None
+    return torch.cat(hs, 2), state
+
+
+def _mlstm_chunkwise(
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None, chunk_size: int, eps: float
+) -> tuple[Tensor, State]:
+    b, nh, s, dk = q.shape
+    dv = v.shape[-1]
+    t = max(1, min(chunk_size, s))
+    nc = -(-s // t)
+    k = k * dk**-0.5
+    lf = F.logsigmoid(f)
+    if nc * t != s:
+        # Padded positions: no input (ĩ = -inf, k = v = 0) and no forgetting (log f = 0).
+        pad = nc * t - s
+        # (padding along the time axis of the transposed view is contiguous for the
+        # channel-first q, k, v the block passes in)
+        q, k, v = (F.pad(x.transpose(-1, -2), (0, pad)).transpose(-1, -2) for x in (q, k, v))
+        lf = F.pad(lf, (0, pad))
+        i = F.pad(i, (0, pad), value=-math.inf)
+    c0, n0, m0 = state if state is not None else _zero_state(q, dv)
+    qc, kc, vc = q.view(b, nh, nc, t, dk), k.view(b, nh, nc, t, dk), v.view(b, nh, nc, t, dv)
+    ic = i.view(b, nh, nc, t)
+    bc = lf.view(b, nh, nc, t).cumsum(-1)  # within-chunk cumulative log forget (inclusive)
+    g = bc[..., -1]  # (B, H, NC) log forget of the whole chunk
+    w = g[..., None] - bc + ic  # log weight of input s in the chunk-end state
+    w_max = w.max(-1).values.detach()  # (B, H, NC)
+    # Each chunk's own contribution to the state, stabilised by its max.
+    kw = kc * torch.exp(w - w_max[..., None])[..., None]  # (B, H, NC, T, dk)
+    u_c = kw.transpose(-1, -2) @ vc  # (B, H, NC, dk, dv)
+    u_n = kw.sum(-2)  # (B, H, NC, dk)
+    # Carry (C, n) and m across chunks; the lists hold the state before each chunk.
+    c, n, m = c0, n0, m0.detach()
+    g_d = g.detach()
+    cs, ns, ms = [], [], []
+    for j in range(nc):
+        cs.append(c)
+        ns.append(n)
+        ms.append(m)
+        m_new = torch.maximum(g_d[..., j] + m, w_max[..., j])
+        decay = torch.exp(g[..., j] + m - m_new)[..., None]  # (B, H, 1)
+        scale = torch.exp(w_max[..., j] - m_new)[..., None]
+        c = decay[..., None] * c + scale[..., None] * u_c[:, :, j]
+        n = decay * n + scale * u_n[:, :, j]
+        m = m_new
+    c_prev, n_prev, m_prev = torch.stack(cs, 2), torch.stack(ns, 2), torch.stack(ms, 2)
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    log_d = (bc[..., :, None] - bc[..., None, :] + ic[..., None, :]).masked_fill(~causal, -math.inf)
+    inter_log = bc + m_prev[..., None]  # log scale of the carried state at row t
+    m_row = torch.maximum(log_d.max(-1).values, inter_log).detach()  # (B, H, NC, T)
+    p = (qc @ kc.transpose(-1, -2)) * torch.exp(log_d - m_row[..., None])  # (B, H, NC, T, T)
+    inter = torch.exp(inter_log - m_row)  # (B, H, NC, T)
+    num = torch.addcmul(p @ vc, qc @ c_prev, inter[..., None])  # (B, H, NC, T, dv)
+    qn = p.sum(-1) + (qc @ n_prev[..., None]).squeeze(-1) * inter  # q·n: (B, H, NC, T)
+    den = torch.maximum(qn.abs(), torch.exp(-m_row)) + eps
+    h = (num / den[..., None]).reshape(b, nh, nc * t, dv)[:, :, :s]
+    return h, (c, n, m)
+
+
+def mlstm_fused(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, chunk_size: int, eps: float) -> Tensor:
+    """The chunkwise Triton kernel of ``mlstm_kernels`` (CUDA only)."""
+    try:
+        from mlstm_kernels.torch import get_mlstm_kernel
+    except ImportError as err:
+        raise ImportError(
+            "impl='fused' needs the mLSTM kernels: pip install mlstm_kernels (on a CUDA machine), "
+            "or use impl='torch'"
+        ) from err
+    if not q.is_cuda:
+        raise RuntimeError("impl='fused' runs only on CUDA tensors; use impl='torch' on CPU")
+    kernel = get_mlstm_kernel("chunkwise--triton_xl_chunk")
+    return kernel(q=q, k=k, v=v, i=i, f=f, chunk_size=chunk_size, eps=eps)
+
+
+# ----------------------------------------------------------------------------- block
+
+
+def _headwise(x: Tensor, weight: Tensor) -> Tensor:
+    """Block-diagonal projection on channel-first x: (nd, B, nb*bs, L) with weight
+    (nd, nb, o, bs) -> (nd, B, nb*o, L)."""
+    nd, b, _, length = x.shape
+    nb, o, bs = weight.shape[1:]
+    xb = x.view(nd, b, nb, 1, bs, length)
+    w = weight[:, None, :, :, :, None]  # (nd, 1, nb, o, bs, 1)
+    y = xb[..., 0, :] * w[..., 0, :]
+    for j in range(1, bs):
+        y.addcmul_(xb[..., j, :], w[..., j, :])
+    return y.view(nd, b, nb * o, length)
+
+
+def _small_init(dim: int) -> float:
+    return math.sqrt(2 / (5 * dim))
+
+
+class MLSTMParams(nn.Module):
+    """The direction-specific part of an mLSTM block, stacked over ``ndir`` directions."""
+
+    def __init__(self, cfg: XLSTMConfig, ndir: int) -> None:
+        super().__init__()
+        e, nh, bs = cfg.inner, cfg.heads, cfg.qkv_blocksize
+        nb = e // bs
+        bound = 1.0 / math.sqrt(cfg.conv_kernel)
+        self.conv_weight = nn.Parameter(torch.empty(ndir, e, cfg.conv_kernel).uniform_(-bound, bound))
+        self.conv_bias = nn.Parameter(torch.empty(ndir, e).uniform_(-bound, bound))
+        std = _small_init(e)
+        self.q_proj = nn.Parameter(torch.randn(ndir, nb, bs, bs) * std)  # (ndir, blocks, out, in)
+        self.k_proj = nn.Parameter(torch.randn(ndir, nb, bs, bs) * std)
+        self.v_proj = nn.Parameter(torch.randn(ndir, nb, bs, bs) * std)
+        # Input and forget gate pre-activations per head from [q, k, v]; zero weights at init,
+        # forget bias positive (long memory), input bias small negative.
+        self.gate_weight = nn.Parameter(torch.zeros(ndir, 2 * nh, 3 * e))
+        self.gate_bias = nn.Parameter(
+            torch.cat([torch.full((nh,), -1.0), torch.linspace(3.0, 6.0, nh)]).repeat(ndir, 1)
+        )
+        self.norm_weight = nn.Parameter(torch.ones(ndir, e))  # per-head group norm
+        self.skip = nn.Parameter(torch.ones(ndir, e))
+
+
+class MLSTMMixer(nn.Module):
+    """Up-projection -> per direction (conv, q/k/v, gates, mLSTM cell, group norm, skip) ->
+    average -> SiLU(z) output gate -> down-projection."""
+
+    def __init__(self, cfg: XLSTMConfig, bidirectional: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ndir = 2 if bidirectional else 1
+        self.proj_up = nn.Linear(cfg.dim, 2 * cfg.inner, bias=False)
+        self.cell = MLSTMParams(cfg, self.ndir)
+        self.proj_down = nn.Linear(cfg.inner, cfg.dim, bias=False)
+        nn.init.normal_(self.proj_up.weight, std=_small_init(cfg.dim))
+        nn.init.normal_(self.proj_down.weight, std=2 / max(cfg.depth, 1) / math.sqrt(cfg.dim))
+
+    def _cell(
+        self, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None
+    ) -> tuple[Tensor, State | None]:
+        cfg = self.cfg
+        fused = cfg.impl == "fused" or (cfg.impl == "auto" and q.is_cuda and fused_available("mlstm_kernels"))
+        if state is None and fused:
+            return mlstm_fused(q, k, v, i, f, cfg.chunk_size, cfg.eps), None
+        if state is None and cfg.form == "parallel":
+            return mlstm_parallel(q, k, v, i, f, cfg.eps), None
+        if cfg.form == "recurrent":
+            return mlstm_recurrent(q, k, v, i, f, state, cfg.eps)
+        return mlstm_chunkwise(q, k, v, i, f, state, cfg.chunk_size, cfg.eps)
+
+    def _mix(
+        self, xm: Tensor, conv_state: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, Tensor, State | None]:
+        """xm: (nd, B, L, E) per-direction streams -> cell output after norm and skip."""
+        cfg, p = self.cfg, self.cell
+        nd, b, length, e = xm.shape
+        nh = cfg.heads
+        xc, conv_state = causal_conv(xm, p.conv_weight[:, None], p.conv_bias[:, None], conv_state)
+        xc = F.silu(xc)
+        # q, k, v and the gates channel-first, (nd, B, E, L), where the small blocks are fast.
+        xct, xmt = xc.transpose(-1, -2).contiguous(), xm.transpose(-1, -2).contiguous()
+        q, k, v = _headwise(xct, p.q_proj), _headwise(xct, p.k_proj), _headwise(xmt, p.v_proj)
+        gw = p.gate_weight[:, None]  # (nd, 1, 2H, 3E)
+        gates = torch.matmul(gw[..., :e], q).add_(p.gate_bias[:, None, :, None])
+        gates.add_(torch.matmul(gw[..., e : 2 * e], k)).add_(torch.matmul(gw[..., 2 * e :], v))
+        i, f = gates.view(nd * b, 2 * nh, length).chunk(2, 1)  # (nd*B, H, L) each
+
+        def heads(x: Tensor) -> Tensor:  # (nd, B, E, L) -> (nd*B, H, L, dh), a strided view
+            return x.view(nd * b, nh, -1, length).transpose(-1, -2)
+
+        h, state = self._cell(heads(q), heads(k), heads(v), i, f, state)
+        h = F.layer_norm(h, h.shape[-1:], eps=1e-5)  # group norm: per head
+        h = h.transpose(1, 2).reshape(nd, b, length, e) * p.norm_weight[:, None, None]
+        return torch.addcmul(h, p.skip[:, None, None], xc), conv_state, state
+
+    def _mix_out(self, xm: Tensor) -> Tensor:
+        return self._mix(xm)[0]
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        # x: (B, N, D); padded tokens are zero and come after every real token of their row.
+        xm, z = self.proj_up(x).chunk(2, dim=-1)  # (B, N, E) each
+        if self.ndir == 2:
+            xm = torch.stack([xm, reverse_within_length(xm, pad_mask)])
+        else:
+            xm = xm.unsqueeze(0)
+        if self.cfg.recompute and self.training and torch.is_grad_enabled():
+            h = checkpoint(self._mix_out, xm, use_reentrant=False)
+        else:
+            h = self._mix_out(xm)
+        y = h[0] if self.ndir == 1 else 0.5 * (h[0] + reverse_within_length(h[1], pad_mask))
+        return self.proj_down(y * F.silu(z))
+
+    def step(self, x: Tensor, state: tuple[Tensor, State]) -> tuple[Tensor, tuple[Tensor, State]]:
+        """Forward-direction mixer on a chunk x: (B, l, D) of consecutive tokens with state
+        (conv state (B, k-1, E), (C, n, m)). Always the PyTorch chunkwise/recurrent form."""
+        xm, z = self.proj_up(x).chunk(2, dim=-1)
+        h, conv_state, cell_state = self._mix(xm.unsqueeze(0), state[0].unsqueeze(0), state[1])
+        assert cell_state is not None
+        return self.proj_down(h[0] * F.silu(z)), (conv_state[0], cell_state)
+
+
+class MLSTMBlock(nn.Module):
+    """Pre-norm residual mLSTM block; ``reverse`` scans the sequence backwards (alternating)."""
+
+    def __init__(self, cfg: XLSTMConfig, drop_path: float, reverse: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.reverse = reverse
+        self.bidirectional = cfg.direction == "bidirectional"
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.mixer = MLSTMMixer(cfg, self.bidirectional)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        h = zero_padding(self.norm(x), pad_mask)
+        if self.reverse:
+            h = reverse_within_length(h, pad_mask)
+        h = self.mixer(h, pad_mask)
+        if self.reverse:
+            h = reverse_within_length(h, pad_mask)
+        return x + self.drop_path(self.dropout(h))
+
+    def _check_streamable(self) -> None:
+        if self.bidirectional or self.reverse:
+            raise ValueError(
+                "streaming needs direction='forward'; bidirectional and alternating mLSTM blocks "
+                "see future tokens"
+            )
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, State]:
+        """Zero streaming state: (conv state (B, k-1, E), (C, n, m))."""
+        self._check_streamable()
+        cfg = self.cfg
+        dh = cfg.inner // cfg.heads
+
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        conv = zeros(batch, cfg.conv_kernel - 1, cfg.inner)
+        return conv, (zeros(batch, cfg.heads, dh, dh), zeros(batch, cfg.heads, dh), zeros(batch, cfg.heads))
+
+    def step(self, x: Tensor, state: tuple[Tensor, State]) -> tuple[Tensor, tuple[Tensor, State]]:
+        """Process the next chunk x: (B, l, D) of consecutive tokens (l ≥ 1)."""
+        self._check_streamable()
+        h, state = self.mixer.step(self.norm(x), state)
+        return x + self.drop_path(self.dropout(h)), state
+
+
+@register_backbone("xlstm", XLSTMConfig)
+def build_xlstm(cfg: XLSTMConfig) -> Backbone:
+    blocks = [
+        MLSTMBlock(cfg, p, reverse=cfg.direction == "alternating" and i % 2 == 1)
+        for i, p in enumerate(drop_path_rates(cfg))
+    ]
+    return Backbone(cfg, blocks)
+
+
+# Same dim as the Transformer of each size; depth/proj_factor chosen to match its parameter count.
+_PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
+    "bidirectional": {
+        "debug": {"dim": 64, "depth": 2, "proj_factor": 2.75},
+        "tiny": {"dim": 192, "depth": 21, "proj_factor": 2.0},
+        "small": {"dim": 384, "depth": 22, "proj_factor": 2.0},
+        "base": {"dim": 768, "depth": 23, "proj_factor": 2.0},
+    },
+    "forward": {
+        "debug": {"dim": 64, "depth": 2, "proj_factor": 3.25},
+        "tiny": {"dim": 192, "depth": 22, "proj_factor": 2.0},
+        "small": {"dim": 384, "depth": 23, "proj_factor": 2.0},
+        "base": {"dim": 768, "depth": 23, "proj_factor": 2.0},
+    },
+}
+
+
+def preset_fields(size: str, direction: Direction = "bidirectional") -> dict[str, object]:
+    """Backbone fields for ``size`` in debug/tiny/small/base whose parameter count matches the
+    Transformer of the same size within 10%."""
+    table = _PRESETS["bidirectional" if direction == "bidirectional" else "forward"]
+    if size not in table:
+        raise KeyError(f"unknown size {size!r}; available: {sorted(table)}")
+    return {**table[size], "direction": direction}
