@@ -237,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
-    from .eval.commands import add_parsers
+    from .adapt.commands import add_parsers as add_adapt
+    from .eval.commands import add_parsers as add_eval
 
-    add_parsers(sub)
+    add_eval(sub)
+    add_adapt(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

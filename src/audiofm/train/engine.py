@@ -42,7 +42,11 @@ class TrainConfig:
     grad_clip: max gradient norm (0 = off). precision: 'fp32' or 'bf16' (autocast).
     seed: all randomness derives from it. log_every / ckpt_every: in steps. keep_checkpoints:
     periodic checkpoints kept. max_minutes: stop (with a checkpoint) after this wall time.
-    device: 'auto', 'cpu' or 'cuda'. threads: torch intra-op threads (0 = torch default)."""
+    device: 'auto', 'cpu' or 'cuda'. threads: torch intra-op threads (0 = torch default).
+    evaluate_every: call the recipe's ``evaluate(model)`` before the first step, every this many
+    steps and after the last one (0 = never); the best-scoring weights (possibly the starting
+    ones) are kept in ``run_dir/best``. patience: stop after this many evaluations in a row
+    without a better score (0 = never stop early)."""
 
     max_steps: int = 1000
     batch_size: int = 32
@@ -61,6 +65,8 @@ class TrainConfig:
     max_minutes: float | None = None
     device: str = "auto"
     threads: int = 0
+    evaluate_every: int = 0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -72,7 +78,18 @@ class Recipe(Protocol):
     """What the engine trains. ``model`` is the module to optimise; ``config`` is saved with
     checkpoints; ``num_examples`` is the dataset size; ``loss(model, ids, seeds, step, part)``
     computes the mean loss over clips ``ids`` (global indices into the dataset, with per-clip
-    seeds), ``part = (offset, global_batch)`` locating them in the global batch."""
+    seeds), ``part = (offset, global_batch)`` locating them in the global batch.
+
+    Optional methods, used when a recipe defines them:
+
+    * ``param_groups(weight_decay) -> list[dict]``: the optimizer's parameter groups (default:
+      :func:`param_groups`); a group's ``lr_scale`` multiplies the scheduled learning rate.
+    * ``batch_ids(seed, step, batch_size) -> (ids, seeds)``: the global batch at ``step``
+      (default: :func:`batch_ids`, epoch-wise shuffles); must be a pure function of its inputs.
+    * ``evaluate(model) -> dict[str, float]``: validation metrics with a higher-is-better
+      ``"score"``; called before the first step and every ``TrainConfig.evaluate_every`` steps
+      (deterministic, main process only; the result is broadcast).
+    """
 
     @property
     def model(self) -> nn.Module: ...
@@ -191,6 +208,8 @@ class Engine:
                              f"{self.dist.world * cfg.accum_steps}")
         self.step = 0
         self._stop_signal: int | None = None
+        # validation state (saved with checkpoints): best score so far, its step, evaluations since
+        self.best: dict[str, Any] = {"score": None, "step": None, "stale": 0}
 
     # -- run directory --------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -222,7 +241,7 @@ class Engine:
         if not self.dist.main:
             return None
         state = {"step": self.step, "optimizer": optimizer.state_dict(), "train_config": to_dict(self.cfg),
-                 "world_size": self.dist.world}
+                 "world_size": self.dist.world, "early_stop": dict(self.best)}
         meta = {"step": self.step, "data_fingerprint": self.data_fingerprint}
         path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
         ckpt.save_checkpoint(path, self.recipe.config, self._raw_model(), state, meta, overwrite=True)
@@ -246,6 +265,7 @@ class Engine:
         ckpt.load_weights(self._raw_model(), ckpt.load_state_dict(latest), str(latest))
         optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.best.update(state.get("early_stop") or {})
         self._truncate_metrics(self.step)
 
     def _truncate_metrics(self, step: int) -> None:
@@ -258,6 +278,42 @@ class Engine:
         tmp.write_text("".join(k + "\n" for k in keep))
         os.replace(tmp, f)
 
+    # -- validation -----------------------------------------------------------------------
+    def _evaluate(self, model: nn.Module, metrics_f: Any) -> bool:
+        """Run the recipe's evaluation, keep the best weights; True when patience is used up."""
+        res: dict[str, Any] = {}
+        if self.dist.main:
+            was_training = model.training
+            res = {k: float(v) for k, v in self.recipe.evaluate(model).items()}  # type: ignore[attr-defined]
+            model.train(was_training)
+            if "score" not in res:
+                raise KeyError(f"{type(self.recipe).__name__}.evaluate() must return a 'score' "
+                               f"(higher is better); got {sorted(res)}")
+        if self.dist.world > 1:
+            box = [res]
+            dist.broadcast_object_list(box, src=0)
+            res = box[0]
+        score = res["score"]
+        best = self.best["score"]
+        if not math.isnan(score) and (best is None or score > best):
+            self.best.update(score=score, step=self.step, stale=0)
+            if self.dist.main:
+                ckpt.save_checkpoint(self.run_dir / "best", self.recipe.config, self._raw_model(), None,
+                                     {"step": self.step, "score": score, "data_fingerprint": self.data_fingerprint},
+                                     overwrite=True)
+        else:
+            self.best["stale"] += 1
+        if metrics_f is not None:
+            rec = {"step": self.step, "eval": {k: round(v, 6) for k, v in res.items()},
+                   "best_score": round(self.best["score"], 6) if self.best["score"] is not None else None,
+                   "best_step": self.best["step"]}
+            metrics_f.write(json.dumps(rec) + "\n")
+            metrics_f.flush()
+        return self._patience_used()
+
+    def _patience_used(self) -> bool:
+        return self.cfg.patience > 0 and self.best["stale"] >= self.cfg.patience
+
     # -- loop -----------------------------------------------------------------------------
     def _handle_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum
@@ -266,7 +322,15 @@ class Engine:
         cfg, recipe = self.cfg, self.recipe
         self._prepare_run_dir()
         model = recipe.model.to(self.device)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        make_groups = getattr(recipe, "param_groups", None)
+        groups = make_groups(cfg.weight_decay) if make_groups is not None else param_groups(model, cfg.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        sample = getattr(recipe, "batch_ids", None)
+        if cfg.evaluate_every < 0 or cfg.patience < 0:
+            raise ValueError("evaluate_every and patience must be ≥ 0")
+        if cfg.evaluate_every and getattr(recipe, "evaluate", None) is None:
+            raise ValueError(f"evaluate_every={cfg.evaluate_every} but {type(recipe).__name__} has no "
+                             "evaluate(model) method; set evaluate_every: 0")
         if self.resume:
             self._load_resume(optimizer)
         train_model: nn.Module = model
@@ -290,6 +354,8 @@ class Engine:
         status = "completed"
         try:
             model.train()
+            if cfg.evaluate_every and self.step == 0 and self.best["step"] is None:
+                self._evaluate(model, metrics_f)  # the starting point competes for "best" too
             while self.step < cfg.max_steps:
                 if self._stop_signal is not None:
                     status = "interrupted"
@@ -297,11 +363,17 @@ class Engine:
                 if cfg.max_minutes is not None and (time.time() - t_start) / 60 >= cfg.max_minutes:
                     status = "time budget reached"
                     break
+                if self._patience_used():  # resumed from an early-stopped run
+                    status = "early stopped"
+                    break
                 lr = lr_at(cfg, self.step)
                 for g in optimizer.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
                 torch.manual_seed(_mix(cfg.seed, self.step, self.dist.rank, 7))
-                ids, seeds = batch_ids(cfg.seed, self.step, cfg.batch_size, n)
+                if sample is not None:
+                    ids, seeds = sample(cfg.seed, self.step, cfg.batch_size)
+                else:
+                    ids, seeds = batch_ids(cfg.seed, self.step, cfg.batch_size, n)
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum = torch.zeros((), device=self.device)
                 extras: dict[str, float] = {}
@@ -343,6 +415,12 @@ class Engine:
                         bar.set_postfix(loss=f"{last_loss:.4f}", clips_s=rec["clips_per_s"])
                 if bar is not None:
                     bar.update(1)
+                stop = False
+                if cfg.evaluate_every and (self.step % cfg.evaluate_every == 0 or self.step == cfg.max_steps):
+                    stop = self._evaluate(model, metrics_f)
+                if stop:
+                    status = "early stopped"
+                    break
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save(optimizer)
         finally:
@@ -353,7 +431,7 @@ class Engine:
             if metrics_f is not None:
                 metrics_f.close()
         # a run that used up its time budget is finished too: its model is written as final
-        path = self.save(optimizer, final=status in ("completed", "time budget reached"))
+        path = self.save(optimizer, final=status in ("completed", "time budget reached", "early stopped"))
         if self.dist.world > 1:
             dist.barrier()
         if self.dist.main:
@@ -361,7 +439,7 @@ class Engine:
 
             plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         return {"status": status, "step": self.step, "loss": last_loss, "checkpoint": str(path),
-                "seconds": time.time() - t_start}
+                "seconds": time.time() - t_start, "best_step": self.best["step"], "best_score": self.best["score"]}
 
 
 class _null:

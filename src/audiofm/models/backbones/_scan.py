@@ -56,11 +56,13 @@ class _Workspace(threading.local):
     """
 
     def __init__(self) -> None:
-        self.store: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self.store: dict[tuple[str, torch.dtype, torch.device, bool], Tensor] = {}
 
     def get(self, slot: str, shape: Sequence[int], like: Tensor) -> Tensor:
         numel = math.prod(shape)
-        key = (slot, like.dtype, like.device)
+        # buffers made under inference_mode are inference tensors, unusable by a later training
+        # step (in-place update error), so each mode keeps its own
+        key = (slot, like.dtype, like.device, torch.is_inference_mode_enabled())
         buf = self.store.get(key)
         if buf is None or buf.numel() < numel:
             buf = like.new_empty(numel)

@@ -1,0 +1,124 @@
+"""Training views: random crop, gain, additive noise (waveform) and SpecAugment-style time and
+frequency masks (log-mel), plus mixup pairing. Every random choice comes from an explicit seed,
+so a view is a pure function of ``(clip, seed)`` (exact resume, DDP == one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class AugmentConfig:
+    """crop_seconds: training crop length (None = the model's ``segment_seconds``); clips
+    shorter than that are used whole (padded in the batch, the padding masked), never tiled.
+    gain_db: random gain uniform in ``[-gain_db, gain_db]`` dB (0 = off). noise_prob: chance of
+    adding white noise, at an SNR uniform in ``snr_db`` (low, high) dB. time_masks /
+    time_mask_frames: number of time masks and their maximum width in log-mel frames;
+    freq_masks / freq_mask_bins: the same over mel bins (SpecAugment; masked cells are set to
+    0, the normalised mean; 0 masks = off)."""
+
+    crop_seconds: float | None = None
+    gain_db: float = 0.0
+    noise_prob: float = 0.0
+    snr_db: tuple[float, float] = (10.0, 30.0)
+    time_masks: int = 0
+    time_mask_frames: int = 20
+    freq_masks: int = 0
+    freq_mask_bins: int = 16
+
+    def __post_init__(self) -> None:
+        self.snr_db = (float(self.snr_db[0]), float(self.snr_db[1]))
+        if self.crop_seconds is not None and self.crop_seconds <= 0:
+            raise ValueError(f"crop_seconds must be > 0 (or null), got {self.crop_seconds}")
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"snr_db must be (low, high), got {self.snr_db}")
+        for name in ("gain_db", "time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (any non-negative int below 2**64)."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def random_crop(wave: np.ndarray, length: int, gen: torch.Generator) -> Tensor:
+    """A random ``length``-sample crop of ``wave (S,)``, or the whole clip when shorter."""
+    n = len(wave)
+    if n <= length:
+        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    start = int(torch.randint(0, n - length + 1, (1,), generator=gen))
+    return torch.from_numpy(np.ascontiguousarray(wave[start : start + length], dtype=np.float32))
+
+
+def random_gain(wave: Tensor, max_db: float, gen: torch.Generator) -> Tensor:
+    """Scale by a gain uniform in ``[-max_db, max_db]`` dB."""
+    if max_db <= 0:
+        return wave
+    db = (torch.rand((), generator=gen) * 2 - 1) * max_db
+    return wave * torch.pow(10.0, db / 20)
+
+
+def add_noise(wave: Tensor, snr_db: tuple[float, float], gen: torch.Generator) -> Tensor:
+    """Add white Gaussian noise at an SNR uniform in ``snr_db``; silent clips are returned as is."""
+    power = wave.square().mean()
+    if float(power) <= 0:
+        return wave
+    snr = snr_db[0] + torch.rand((), generator=gen) * (snr_db[1] - snr_db[0])
+    noise = torch.randn(wave.shape, generator=gen)
+    return wave + noise * torch.sqrt(power / torch.pow(10.0, snr / 10))
+
+
+def augment_wave(wave: np.ndarray, length: int, cfg: AugmentConfig, seed: int) -> Tensor:
+    """One waveform view of a clip: random crop (≤ ``length`` samples), gain, noise."""
+    g = generator(seed)
+    x = random_crop(wave, length, g)
+    x = random_gain(x, cfg.gain_db, g)
+    if cfg.noise_prob > 0 and float(torch.rand((), generator=g)) < cfg.noise_prob:
+        x = add_noise(x, cfg.snr_db, g)
+    return x
+
+
+def spec_mask(n_mels: int, frames: int, valid_frames: int, cfg: AugmentConfig, seed: int) -> Tensor:
+    """SpecAugment mask ``(F, T)`` (True = masked): ``cfg.time_masks`` time stripes of width
+    ≤ ``time_mask_frames`` inside the valid frames and ``cfg.freq_masks`` mel stripes of width
+    ≤ ``freq_mask_bins``."""
+    g = generator(seed)
+    mask = torch.zeros(n_mels, frames, dtype=torch.bool)
+    valid = max(1, min(valid_frames, frames))
+    for _ in range(cfg.time_masks):
+        w = int(torch.randint(0, min(cfg.time_mask_frames, valid) + 1, (1,), generator=g))
+        t0 = int(torch.randint(0, valid - w + 1, (1,), generator=g))
+        mask[:, t0 : t0 + w] = True
+    for _ in range(cfg.freq_masks):
+        w = int(torch.randint(0, min(cfg.freq_mask_bins, n_mels) + 1, (1,), generator=g))
+        f0 = int(torch.randint(0, n_mels - w + 1, (1,), generator=g))
+        mask[f0 : f0 + w, :] = True
+    return mask
+
+
+def pad_batch(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D waveforms to ``(B, S_max)``; returns it and the valid lengths ``(B,)``."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = w
+    return out, lengths
+
+
+def mixup_pairs(n: int, alpha: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Mixup partners and weights for ``n`` items: a permutation ``(n,)`` and ``λ (n,)`` drawn
+    from Beta(α, α); item i becomes ``λ_i · x_i + (1 − λ_i) · x_perm[i]`` (targets likewise)."""
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+    rng = np.random.default_rng(seed)
+    perm = torch.from_numpy(rng.permutation(n))
+    lam = torch.from_numpy(rng.beta(alpha, alpha, size=n).astype(np.float32))
+    return perm, lam

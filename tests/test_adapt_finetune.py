@@ -1,0 +1,227 @@
+"""Fine-tuning and contrastive-tuning end to end on generated HEAR tasks (debug presets)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import make_hear_task, tone
+from safetensors.torch import load_file
+
+import audiofm
+from audiofm import checkpoint as ckpt
+from audiofm.adapt.commands import main
+from audiofm.adapt.finetune import (
+    AdaptModel,
+    ClassifierHead,
+    finetune,
+    finetune_config_from,
+    layerwise_param_groups,
+    load_classifier,
+    pooled_embedding,
+)
+from audiofm.train.engine import lr_at
+
+
+def make_multilabel_task(root: Path, folds: int = 3, per_fold: int = 12) -> Path:
+    """Clips are sums of 1–2 tones; label = which tones (Jaccard-weighted contrastive path)."""
+    task = root / "ml"
+    labels = ["lo", "mid", "hi"]
+    freqs = {"lo": 250.0, "mid": 700.0, "hi": 1800.0}
+    combos = [["lo"], ["mid"], ["hi"], ["lo", "mid"], ["mid", "hi"], ["lo", "hi"]]
+    splits = [f"fold{i:02d}" for i in range(folds)]
+    (task / "16000").mkdir(parents=True)
+    meta = {"task_name": "ml", "embedding_type": "scene", "prediction_type": "multilabel",
+            "split_mode": "new_split_kfold", "nfolds": folds, "splits": splits}
+    (task / "task_metadata.json").write_text(json.dumps(meta))
+    (task / "labelvocabulary.csv").write_text("idx,label\n" + "".join(f"{i},{x}\n" for i, x in enumerate(labels)))
+    k = 0
+    for split in splits:
+        (task / "16000" / split).mkdir()
+        entries = {}
+        for j in range(per_fold):
+            labs = combos[j % len(combos)]
+            k += 1
+            w = sum(tone(0.5, freq=freqs[lab] * (1 + 0.01 * j), seed=k) for lab in labs)
+            sf.write(task / "16000" / split / f"c{k:03d}.flac", w / len(labs), 16000)
+            entries[f"c{k:03d}.flac"] = labs
+        (task / f"{split}.json").write_text(json.dumps(entries))
+    return task
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt")
+    task = make_hear_task(root, "toy", folds=3, per_class=6, labels=("a", "b", "c"))
+    torch.manual_seed(0)
+    base = audiofm.create_model("msm_vit_debug", segment_seconds=1.0, encoder={"frontend": {"mean": -3.5, "std": 2.7}})
+    ckpt.save_checkpoint(root / "base", base.cfg, base)
+    return task, root / "base"
+
+
+def _cfg(base, task, **kw):
+    train = {"max_steps": 6, "batch_size": 6, "lr": 1e-3, "warmup_steps": 1, "log_every": 1, "ckpt_every": 100,
+             "threads": 2, **kw.pop("train", {})}
+    d = {"model": str(base), "task": str(task), "epochs": None, "warmup_fraction": None, "train": train, **kw}
+    return finetune_config_from(d)
+
+
+def _state(path):
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_supervised_learns_and_roundtrips(setup, tmp_path):
+    task, base = setup
+    out = tmp_path / "sup"
+    cfg = _cfg(base, task, epochs=8, evaluate_every_epochs=1, warmup_fraction=0.1,
+               supervised={"label_smoothing": 0.1, "mixup_alpha": 0.2, "mixup_level": "waveform",
+                           "head_init": "random"})  # the training has to do all the work
+    res = finetune(cfg, out, progress=False)
+    evals = [json.loads(ln)["eval"]["score"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+             if "eval" in ln]
+    assert res["status"] == "completed" and res["steps"] == 24 and len(evals) == 9  # step 0 + every epoch
+    assert evals[0] < 0.5 and res["best_valid_score"] >= 0.8  # from chance (3 classes) to well above it
+    for f in ("config.json", "model.safetensors", "head.json", "head.safetensors", "finetune.json",
+              "run_config.yaml", "run_info.json", "metrics.jsonl"):
+        assert (out / f).is_file(), f
+    assert not (out / "model").exists() and not (out / "best").exists()
+    # full MSM state: tuned encoder, untouched decoder
+    a, b = _state(base), _state(out)
+    assert set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("encoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert json.loads((out / "config.json").read_text())["adaptation"]["method"] == "supervised"
+    # audiofm.load embeds with the tuned encoder, exactly like the training-time pooling
+    wave = tone(0.6, freq=600.0)
+    emb = audiofm.load(out)
+    clip = emb.embed(wave, 16000).clip
+    assert clip.shape == (64,) and not np.allclose(clip, audiofm.load(base).embed(wave, 16000).clip)
+    with torch.inference_mode():
+        ref = pooled_embedding(emb.encoder, torch.from_numpy(wave)[None])[0].numpy()
+    np.testing.assert_allclose(clip, ref, rtol=1e-5, atol=1e-5)
+    clf = load_classifier(out)
+    p = clf.predict(tone(0.6, freq=900.0), 16000)
+    assert clf.vocabulary == ["a", "b", "c"] and p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-5)
+
+    # dual-probe report, base vs tuned
+    rep = tmp_path / "rep"
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--no-progress"]) == 0
+    r = json.loads((rep / "report.json").read_text())
+    assert [x["model"] for x in r["results"]] == ["base", "tuned"] and (rep / "projection.png").stat().st_size > 0
+    assert all(-1 <= x["inter_cosine"] <= x["intra_cosine"] + 1 and x["rankme"] >= 1 for x in r["results"])
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--no-progress"]) == 2
+
+
+def test_frozen_blocks_and_layer_decay(setup, tmp_path):
+    task, base = setup
+    out = tmp_path / "frozen"
+    cfg = _cfg(base, task, freeze_blocks=1, freeze_patch_embed=True, layer_decay=0.5, evaluate_every_epochs=0,
+               train={"max_steps": 3, "warmup_steps": 2, "precision": "bf16"})
+    res = finetune(cfg, out, progress=False)
+    assert res["probe_C"] in (0.01, 0.1, 1.0, 10.0) and 0 <= res["probe_valid_score"] <= 1  # LP-FT head start
+    a, b = _state(base), _state(out)
+    frozen = [k for k in a if k.startswith(("encoder.patch_embed.", "encoder.backbone.blocks.0."))]
+    trained = [k for k in a if k.startswith(("encoder.backbone.blocks.1.", "encoder.norm."))]
+    assert frozen and trained
+    assert all(torch.equal(a[k], b[k]) for k in frozen)  # bitwise
+    assert all(not torch.equal(a[k], b[k]) for k in trained if "weight" in k)
+    # the engine applied lr · lr_scale to every group at the last step
+    state = ckpt.load_train_state(next((out / "checkpoints").iterdir()))
+    lr_last = lr_at(cfg.train.__class__(**{**vars(cfg.train), "max_steps": 3, "warmup_steps": 2}), 2)
+    scales = sorted({g["lr_scale"] for g in state["optimizer"]["param_groups"]})
+    assert scales == [0.5, 1.0]  # block 1 and norm/head; block 0 and patch embedding are frozen
+    for g in state["optimizer"]["param_groups"]:
+        assert g["lr"] == pytest.approx(lr_last * g["lr_scale"])
+
+    # expected scales with nothing frozen: decay^(depth + 1 − layer)
+    model = audiofm.create_model("msm_vit_debug")
+    groups = layerwise_param_groups(AdaptModel(model.encoder, ClassifierHead(64, 3)), 0.05, 0.5)
+    by_name = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    assert by_name["encoder.patch_embed.weight"] == 0.125
+    assert {v for k, v in by_name.items() if k.startswith("encoder.backbone.blocks.0.")} == {0.25}
+    assert {v for k, v in by_name.items() if k.startswith("encoder.backbone.blocks.1.")} == {0.5}
+    assert by_name["encoder.norm.weight"] == by_name["head.fc.weight"] == 1.0
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim < 2 for p in g["params"]))
+
+
+def test_early_stopping_keeps_best(setup, tmp_path):
+    task, base = setup
+    cfg = _cfg(base, task, epochs=10, evaluate_every_epochs=1, patience=2, train={"lr": 0.0})
+    res = finetune(cfg, tmp_path / "es", progress=False)  # weights never change: no improvement after step 0
+    assert res["status"] == "early stopped" and res["steps"] == 6 and res["best_step"] == 0
+    assert res["weights"] == "best (step 0)"
+
+
+def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):
+    _, base = setup
+    task = make_multilabel_task(tmp_path)
+    cfg = _cfg(base, task, method="contrastive", evaluate_every_epochs=1.5,
+               train={"max_steps": 6, "ckpt_every": 2, "batch_size": 6}, contrastive={"clips_per_class": 2})
+    full = finetune(cfg, tmp_path / "full", progress=False)
+    assert full["status"] == "completed" and full["best_step"] is not None
+    assert not (tmp_path / "full" / "head.json").exists()  # projection head dropped
+    assert set(_state(tmp_path / "full")) == set(_state(base))
+
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 4 and not final:
+            raise Crash()
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
+    with pytest.raises(Crash):
+        finetune(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(eng.Engine, "save", orig)
+    assert not (tmp_path / "resumed" / "config.json").exists()
+    res = finetune(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert res["best_step"] == full["best_step"] and res["best_valid_score"] == full["best_valid_score"]
+    m_full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    m_res = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in ("clips_per_s", "elapsed_s")}
+                           for x in lines]
+    assert strip(m_full) == strip(m_res)
+    a, b = _state(tmp_path / "full"), _state(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# every backbone fine-tunes (also after embedding under inference_mode: the Mamba scan's
+# cached workspace must not leak inference tensors into training)
+@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_xlstm_debug"])
+def test_other_backbones(setup, tmp_path, preset):
+    task, _ = setup
+    cfg = _cfg(preset, task, evaluate_every_epochs=0, freeze_blocks=1, layer_decay=0.8,
+               train={"max_steps": 2}, augment={"crop_seconds": 0.5}, supervised={"head_init": "random"})
+    res = finetune(cfg, tmp_path / preset, progress=False)
+    assert res["status"] == "completed"
+    assert audiofm.load(tmp_path / preset).embed(tone(0.6), 16000).clip.shape == (64,)
+
+
+def test_cli_errors_are_one_line(setup, tmp_path, capsys):
+    task, base = setup
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("keep")
+    args = ["finetune", "--model", str(base), "--task", str(task), "--no-progress", "--max-steps", "1"]
+    assert main([*args, "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err and (taken / "x").read_text() == "keep"
+    assert main(["finetune", "--model", str(base), "--task", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a HEAR task directory" in err and not (tmp_path / "o").exists()
+    assert main([*args, "--fold", "7", "--out", str(tmp_path / "o")]) == 2
+    assert "round" in capsys.readouterr().err
+    assert main([*args, "--epochs", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*args, "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main([*args, "--set", "method=magic", "--out", str(tmp_path / "o")]) == 2
+    assert "method" in capsys.readouterr().err
