@@ -45,7 +45,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import load_yaml, merge, parse_overrides, to_dict
+    from .config import drop_none, load_yaml, merge, parse_overrides, to_dict
     from .train.pretrain import PretrainConfig, pretrain, pretrain_config_from
 
     data: dict[str, Any] = to_dict(PretrainConfig())
@@ -61,7 +61,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.stats:
         st = json.loads(Path(args.stats).read_text())
         flags["model_overrides"] = {"encoder": {"frontend": {"mean": st["mean"], "std": st["std"]}}}
-    data = merge(data, _drop_none(flags))
+    data = merge(data, drop_none(flags))
     data = merge(data, parse_overrides(args.set))
     cfg: PretrainConfig = pretrain_config_from(data)
     if not cfg.data.source:
@@ -72,18 +72,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if result["status"] != "completed":
         print(f"resume with: audiofm pretrain --out {args.out} --resume [same data options]")
     return 0 if result["status"] in ("completed", "time budget reached") else 130
-
-
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:

@@ -86,21 +86,9 @@ def _guard(name: str, fn: Callable[[], int]) -> int:
         return 130
 
 
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
-
-
 def config_from_args(args: argparse.Namespace) -> Any:
     """FinetuneConfig from defaults < --config < flags < --set."""
-    from ..config import ConfigError, load_yaml, merge, parse_overrides
+    from ..config import ConfigError, drop_none, load_yaml, merge, parse_overrides
     from .finetune import finetune_config_from
 
     data: dict[str, Any] = load_yaml(args.config) if args.config else {}
@@ -114,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "train": {"max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr,
                   "precision": args.precision, "seed": args.seed, "max_minutes": args.max_minutes},
     }
-    data = merge(data, _drop_none(flags))
+    data = merge(data, drop_none(flags))
     if args.max_steps is not None:
         if args.epochs is not None:
             raise ConfigError("give --epochs or --max-steps, not both")
