@@ -40,15 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", type=_csv, default=["supervised", "contrastive"])
     p.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], default=[0, 1, 2])
     p.add_argument("--fold", type=int, default=0, help="HEAR round (fold N test, N+1 valid, rest train)")
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=4.0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr-supervised", type=float, default=3e-4)
-    p.add_argument("--lr-contrastive", type=float, default=5e-4)
-    p.add_argument("--crop-seconds", type=float, default=1.0, help="training crop length (CPU budget)")
-    p.add_argument("--evaluate-every-epochs", type=float, default=None,
-                   help="validation interval (default: --epochs, i.e. validate the start and the end weights)")
-    p.add_argument("--layer-decay", type=float, default=0.75)
-    p.add_argument("--freeze-blocks", type=int, default=6, help="also freezes the patch embedding when > 0")
+    p.add_argument("--lr-supervised", type=float, default=1e-4)
+    p.add_argument("--lr-contrastive", type=float, default=3e-4)
+    p.add_argument("--crop-seconds", type=float, default=None, help="training crop length (default: the model's "
+                   "segment_seconds)")
+    p.add_argument("--evaluate-every-epochs", type=float, default=1.0, help="validation interval (from step 0)")
+    p.add_argument("--layer-decay", type=float, default=0.9)
+    p.add_argument("--freeze-blocks", type=int, default=0, help="also freezes the patch embedding when > 0")
+    p.add_argument("--no-last", action="store_true",
+                   help="do not also probe each run's last weights (when validation kept earlier ones)")
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra FinetuneConfig overrides for both methods")
@@ -65,7 +67,7 @@ def finetune_config(args: argparse.Namespace, task: Path, method: str, seed: int
     d: dict[str, Any] = {"model": args.model, "task": str(task), "method": method, "fold": args.fold,
                          "epochs": args.epochs, "layer_decay": args.layer_decay, "freeze_blocks": args.freeze_blocks,
                          "freeze_patch_embed": args.freeze_blocks > 0, "augment": {"crop_seconds": args.crop_seconds},
-                         "evaluate_every_epochs": args.evaluate_every_epochs or args.epochs,
+                         "evaluate_every_epochs": args.evaluate_every_epochs,
                          "contrastive": {"temperature": args.temperature},
                          "train": {"batch_size": args.batch_size, "lr": lr, "seed": seed}}
     return finetune_config_from(merge(d, parse_overrides(args.set)))
@@ -97,6 +99,7 @@ def embed(src: str, rows: list[Any], cache: Path, progress: bool) -> np.ndarray:
 
 
 def run_task(args: argparse.Namespace, task_dir: Path, out: Path) -> list[dict[str, Any]]:
+    from audiofm import checkpoint as ckpt
     from audiofm.adapt.finetune import check_task, finetune, pick_round
     from audiofm.adapt.geometry import plot_projections
     from audiofm.adapt.report import probe_embeddings, round_rows
@@ -142,6 +145,13 @@ def run_task(args: argparse.Namespace, task_dir: Path, out: Path) -> list[dict[s
             if method == "supervised":
                 extra["head"] = head_score(run, clip[parts["test"]], labels[parts["test"]], task.prediction_type)
             probe(f"{method} s{seed}", method, seed, clip, extra)
+            if not args.no_last:  # what tuning did, whatever validation preferred
+                last = ckpt.latest_checkpoint(run / "checkpoints")
+                assert last is not None, f"{run}: no engine checkpoint with the last weights"
+                clip_last = clip if info["best_step"] == info["steps"] else \
+                    embed(str(last), rows, run / "embeddings_last.npz", args.progress)
+                probe(f"{method}-last s{seed}", f"{method} (last)", seed, clip_last,
+                      {"train_seconds": info["seconds"], "steps": info["steps"], "best_step": info["steps"]})
     plot_projections(panels, labels[parts["test"]], task.vocabulary, out / f"projection_{task.name}.png",
                      suptitle=f"{task.name}, {split.name} test clips (PCA, z-scored as probed; seed {args.seeds[0]})")
     return records
@@ -177,14 +187,18 @@ def _fmt(cell: dict[str, Any] | None, digits: int = 3) -> str:
 def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Base `{meta['model']}`, HEAR round {meta['fold']} of each task (test = fold{meta['fold']:02d}), seeds "
-        f"{meta['seeds']}; {meta['epochs']:g} epochs, batch {meta['batch_size']}, first {meta['freeze_blocks']} blocks "
-        f"and patch embedding frozen, {meta['crop_seconds']:g} s crops, layer decay {meta['layer_decay']}, "
+        f"{meta['seeds']}; {meta['epochs']:g} epochs, batch {meta['batch_size']}, "
+        + (f"first {meta['freeze_blocks']} blocks and patch embedding frozen, " if meta["freeze_blocks"] else
+           "all blocks trained, ")
+        + (f"{meta['crop_seconds']:g} s crops, " if meta["crop_seconds"] else "segment-length crops, ")
+        + f"layer decay {meta['layer_decay']}, "
         f"lr {meta['lr_supervised']:g} (supervised) / {meta['lr_contrastive']:g} (contrastive); validation every "
         f"{meta['evaluate_every_epochs']:g} epochs from step 0, best kept. Test accuracy (mAP for multilabel), "
         "mean ± 95 % t-interval over seeds; the frozen row is deterministic (one value). Gap = mean intra − "
         "inter class cosine of z-scored test embeddings. "
         "'tuned ckpt' = seeds in which validation preferred a tuned step over the starting weights (step 0: "
-        "the base encoder; for supervised, with the linear-probe head).", "",
+        "the base encoder; for supervised, with the linear-probe head); '(last)' rows probe the weights at the "
+        "end of training instead of the validation-selected ones.", "",
         "| task | method | linear | kNN | head | cos gap | RankMe | tuned ckpt | train s/run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -213,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"model": args.model, "fold": args.fold, "seeds": args.seeds, "epochs": args.epochs,
             "batch_size": args.batch_size, "layer_decay": args.layer_decay, "lr_supervised": args.lr_supervised,
             "lr_contrastive": args.lr_contrastive, "freeze_blocks": args.freeze_blocks,
-            "crop_seconds": args.crop_seconds, "evaluate_every_epochs": args.evaluate_every_epochs or args.epochs,
+            "crop_seconds": args.crop_seconds, "evaluate_every_epochs": args.evaluate_every_epochs,
             "temperature": args.temperature, "overrides": args.set, "command": " ".join(sys.argv),
             "wall_seconds": time.time() - t0,
             "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}

@@ -225,3 +225,44 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main([*args, "--set", "method=magic", "--out", str(tmp_path / "o")]) == 2
     assert "method" in capsys.readouterr().err
+
+
+def test_probe_head_init_matches_sklearn_logistic_regression():
+    """LP-FT head initialisation: fit_linear == scikit-learn's L2 logistic regression (same C)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from audiofm.adapt.finetune import fit_linear
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 5))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)  # 3 classes
+    fc = torch.nn.Linear(5, 3)
+    fit_linear(fc, torch.from_numpy(x), torch.from_numpy(np.eye(3)[y]), multiclass=True, c=0.5, iters=500)
+    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=5000).fit(x, y)
+    ours = torch.log_softmax(fc(torch.from_numpy(x).float()).double(), 1).detach().numpy()
+    np.testing.assert_allclose(ours, ref.predict_log_proba(x), atol=2e-4)
+    # multilabel: one-vs-rest BCE == independent binary logistic regressions
+    yml = np.stack([y == 0, x[:, 3] > 0], 1).astype(float)
+    fc2 = torch.nn.Linear(5, 2)
+    fit_linear(fc2, torch.from_numpy(x), torch.from_numpy(yml), multiclass=False, c=2.0, iters=500)
+    for j in range(2):
+        r = LogisticRegression(C=2.0, tol=1e-10, max_iter=5000).fit(x, yml[:, j])
+        np.testing.assert_allclose(fc2.weight[j].detach().numpy(), r.coef_[0], atol=1e-3)
+        np.testing.assert_allclose(float(fc2.bias[j].detach()), r.intercept_[0], atol=1e-3)
+
+
+def test_heads_standardise_and_projection_is_centred():
+    from audiofm.adapt.finetune import ProjectionHead, Standardize
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(loc=5.0, scale=[0.1, 1.0, 30.0], size=(200, 3))  # BN eps=1e-5 damps std ≪ 0.03
+    norm = Standardize(3)
+    norm.set(z)
+    norm.eval()  # running statistics = those of the frozen training embeddings
+    out = norm(torch.from_numpy(z)).double().numpy()
+    np.testing.assert_allclose(out.mean(0), 0.0, atol=1e-3)  # float32 inside
+    np.testing.assert_allclose(out.std(0), 1.0, atol=1e-2)
+    head = ProjectionHead(3, 8, 4).train()
+    p = head(torch.from_numpy(z).float() + 100.0)  # a common shift is cancelled by batch statistics
+    np.testing.assert_allclose(p.mean(0).detach().numpy(), 0.0, atol=1e-5)
+    assert p.std(0).min() > 0.5  # not collapsed to a single point

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from audiofm.embedding import AudioEmbedder
-from audiofm.eval.baselines import LogMelEmbedder, make_baseline
+from audiofm.eval.baselines import LogMelEmbedder, make_baseline, parse_baseline
 from audiofm.frontend import FrontendConfig
 
 
@@ -57,3 +57,16 @@ def test_make_baseline_names() -> None:
         make_baseline("random", [])
     with pytest.raises(KeyError, match="unknown peer"):
         make_baseline("no-such-peer", [])
+    with pytest.raises(ValueError, match="takes no settings"):
+        make_baseline("logmel:n_mels=64", [])
+
+
+def test_baseline_settings_are_parsed_and_checked() -> None:
+    assert parse_baseline("crepe") == ("crepe", {})
+    assert parse_baseline("crepe:hop_ms=50:capacity=tiny:flag=true:x=0.5") == (
+        "crepe", {"hop_ms": 50, "capacity": "tiny", "flag": True, "x": 0.5})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_baseline("crepe:hop_ms")
+    # unknown settings are named with the accepted ones, before any weights are loaded
+    with pytest.raises(ValueError, match="no setting hop_sec.*hop_ms"):
+        make_baseline("crepe:hop_sec=1", [])

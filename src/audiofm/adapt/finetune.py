@@ -8,15 +8,19 @@ test split is never read. The output directory is a normal checkpoint (``config.
 ``audiofm.load(out)`` embeds with the tuned encoder; supervised runs also write the classifier
 head to ``head.safetensors`` + ``head.json`` (see :func:`load_classifier`).
 
-* **supervised**: a linear head (optional dropout) on the clip embedding — the mean over valid
-  frames, exactly what ``audiofm.load(...).embed`` returns — trained with cross-entropy
-  (multiclass) or binary cross-entropy (multilabel); label smoothing; mixup at the waveform
-  or the embedding level; SpecAugment masks; layer-wise learning-rate decay; frozen lower
-  blocks; early stopping on validation accuracy (multiclass) or mAP (multilabel).
-* **contrastive**: an MLP projection head on the same clip embedding, SupCon over two
-  augmented views of each clip in class-balanced batches (P classes × K clips); Jaccard-
-  weighted positives for multilabel tasks. Validation score: kNN accuracy / mAP of the
-  validation clips against the training clips. The projection head is dropped at the end.
+* **supervised**: a linear head (z-scoring batch norm, optional dropout; initialised as a
+  linear probe, LP-FT) on the clip embedding — the mean over valid frames, exactly what
+  ``audiofm.load(...).embed`` returns — trained with cross-entropy (multiclass) or binary
+  cross-entropy (multilabel); label smoothing; mixup at the waveform or the embedding level;
+  SpecAugment masks; layer-wise learning-rate decay; frozen lower blocks; early stopping on
+  validation accuracy (multiclass) or mAP (multilabel).
+* **contrastive**: an MLP projection head (with batch norms, see :class:`ProjectionHead`) on the
+  same clip embedding, SupCon over two augmented views of each clip in class-balanced batches
+  (P classes × K clips); Jaccard-weighted positives for multilabel tasks. Validation score: kNN
+  accuracy / mAP of the validation clips against the training clips. The projection head is
+  dropped at the end.
+
+Validation runs before the first step too, so the starting weights compete for "best".
 """
 
 from __future__ import annotations
@@ -192,28 +196,28 @@ def pooled_embedding(encoder: AudioEncoder, wave: Tensor, lengths: Tensor | None
     return (frames * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True)
 
 
-class Standardize(nn.Module):
-    """``(z − mean) / std`` with fixed statistics (buffers), set from the frozen training
-    embeddings as the probes z-score features: pooled embeddings share a large common component,
-    and a head on raw embeddings would first have to learn to remove it."""
+class Standardize(nn.BatchNorm1d):
+    """Z-scores clip embeddings ``(B, D)`` per dimension, as the probes do: with the batch's
+    statistics while training and running statistics (initialised by :meth:`set` from the frozen
+    training embeddings) in eval mode; no affine part.
+
+    Pooled embeddings share a large common component and many low-variance directions, so a head
+    on raw embeddings would first have to learn to remove it; fixed statistics instead would let a
+    small common drift of the tuning encoder swamp the low-variance dimensions (a shortcut to
+    collapse for the contrastive loss). Batch statistics cancel any common shift.
+    """
 
     def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-        self.mean: Tensor
-        self.std: Tensor
+        super().__init__(dim, affine=False, momentum=0.1)
 
     def set(self, z: np.ndarray) -> None:
-        """Statistics of ``z (N, D)``; dimensions with ~0 spread are only centred."""
-        mean = z.mean(axis=0, dtype=np.float64)
-        std = z.std(axis=0, dtype=np.float64)
-        std = np.where(std < 1e-8 * max(1.0, float(np.abs(mean).max(initial=0.0))), 1.0, std)
-        self.mean.copy_(torch.from_numpy(mean))
-        self.std.copy_(torch.from_numpy(std))
+        """Running statistics from ``z (N, D)``."""
+        assert self.running_mean is not None and self.running_var is not None
+        self.running_mean.copy_(torch.from_numpy(z.mean(axis=0, dtype=np.float64)))
+        self.running_var.copy_(torch.from_numpy(z.var(axis=0, dtype=np.float64)))
 
     def forward(self, z: Tensor) -> Tensor:
-        return (z - self.mean) / self.std
+        return super().forward(z.float())
 
 
 class ClassifierHead(nn.Module):
@@ -232,17 +236,24 @@ class ClassifierHead(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Standardize → Linear → ReLU → Linear: clip embedding ``(B, D)`` → projection ``(B, E)``
-    (unnormalised; the loss normalises)."""
+    """Standardize → Linear → BatchNorm → ReLU → Linear → BatchNorm (no affine): clip embedding
+    ``(B, D)`` → projection ``(B, E)`` (the loss L2-normalises it).
+
+    The output is centred over the batch, so the head cannot reach SupCon's trivial stationary
+    point (every projection identical, loss log(M − 1)), which is otherwise the quickest way down
+    from a pretrained start where the two views of a clip are far more alike than two clips of
+    a class (SimCLR/BYOL heads use batch norm for the same reason)."""
 
     def __init__(self, dim: int, hidden: int, out: int) -> None:
         super().__init__()
         self.norm = Standardize(dim)
         self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, out)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, out, bias=False)
+        self.bn2 = nn.BatchNorm1d(out, affine=False)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(self.norm(z))))
+        return self.bn2(self.fc2(F.relu(self.bn1(self.fc1(self.norm(z))))))
 
 
 def fit_linear(fc: nn.Linear, x: Tensor, y: Tensor, multiclass: bool, c: float, iters: int = 100) -> None:

@@ -3,7 +3,8 @@
 ``logmel``: mean and standard deviation over time of the log-mel spectrogram, per mel bin
 (``2 * n_mels`` dims) — the floor any learned encoder must clear. ``random``: the first
 ``--model``'s architecture with random weights (:func:`audiofm.api.random_like`). Any other
-name is a peer model from :mod:`audiofm.peers`.
+name is a peer model from :mod:`audiofm.peers`, optionally with constructor settings after
+colons: ``crepe:hop_ms=50:capacity=tiny`` (see :func:`parse_baseline`).
 """
 
 from __future__ import annotations
@@ -72,15 +73,46 @@ class LogMelEmbedder:
 BUILTIN_BASELINES = ("logmel", "random")
 
 
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_baseline(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"crepe:hop_ms=50:capacity=tiny"`` → ``("crepe", {"hop_ms": 50, "capacity": "tiny"})``.
+
+    Values become bool (true/false), int or float when they parse as such, else stay strings.
+    """
+    name, *items = spec.split(":")
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"baseline {spec!r}: expected NAME:KEY=VALUE[:KEY=VALUE...], got {item!r}")
+        kwargs[key] = _value(value)
+    return name, kwargs
+
+
 def make_baseline(name: str, models: list[str], *, layer: int = -1, pooling: str = "mean",
                   seed: int = 0) -> AudioEmbedder:
     """Resolve a ``--baseline`` name to an embedder.
 
     ``logmel`` → :class:`LogMelEmbedder`; ``random`` → the first of ``models`` randomly
     initialised (``audiofm.api.random_like``, same ``layer``/``pooling``); anything else →
-    ``audiofm.peers.get_peer(name)`` (a missing optional package raises ImportError with the
-    peer's own install hint).
+    ``audiofm.peers.get_peer(name, **settings)`` for ``name = "peer:key=value:..."`` (a missing
+    optional package raises ImportError with the peer's own install hint; an unknown setting
+    raises ValueError listing the peer's settings).
     """
+    name, options = parse_baseline(name)
+    if options and name in BUILTIN_BASELINES:
+        raise ValueError(f"baseline {name!r} takes no settings (got {sorted(options)})")
     if name == "logmel":
         return LogMelEmbedder()
     if name == "random":
@@ -91,6 +123,10 @@ def make_baseline(name: str, models: list[str], *, layer: int = -1, pooling: str
 
         kwargs: dict[str, Any] = {"layer": layer, "pooling": pooling}
         return random_like(models[0], seed=seed, **kwargs)
-    from ..peers import get_peer
+    from ..peers import get_peer, peer_settings
 
-    return get_peer(name)
+    accepted = peer_settings(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"peer {name!r} has no setting {', '.join(unknown)}; its settings: {', '.join(accepted)}")
+    return get_peer(name, **options)

@@ -39,7 +39,8 @@ def add_parsers(subparsers: Any) -> None:
                    help="checkpoint directory (repeatable)")
     p.add_argument("--baseline", action="append", default=[], metavar="NAMES",
                    help="comma-separated baselines: logmel, random (first --model, random init) or a "
-                        "peer name (aisfx, birdnet, resemblyzer, crepe, ...); repeatable")
+                        "peer name (aisfx, birdnet, resemblyzer, crepe, ...), with peer settings after colons "
+                        "(crepe:hop_ms=50:capacity=tiny); repeatable")
     p.add_argument("--tasks", metavar="DIR", help="a HEAR task dir or a dir of task dirs (required)")
     p.add_argument("--only", action="append", default=[], metavar="TASK",
                    help="evaluate only these task names (repeatable or comma-separated)")

@@ -21,7 +21,7 @@ from typing import Any
 from audiofm.embedding import AudioEmbedder
 from audiofm.peers._base import INSTALL_HINT, MissingPeerDependency, PeerInfo
 
-__all__ = ["INSTALL_HINT", "MissingPeerDependency", "PeerInfo", "get_peer", "list_peers", "peer_info"]
+__all__ = ["INSTALL_HINT", "MissingPeerDependency", "PeerInfo", "get_peer", "list_peers", "peer_info", "peer_settings"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,14 @@ def peer_info(name: str) -> PeerInfo:
     """
     info: PeerInfo = _module(name).INFO
     return info
+
+
+def peer_settings(name: str) -> list[str]:
+    """Keyword settings the constructor of peer ``name`` accepts (e.g. ``hop_ms``, ``capacity``)."""
+    import inspect
+
+    cls = getattr(_module(name), _entry(name).cls)
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 def get_peer(name: str, **kwargs: Any) -> AudioEmbedder:
