@@ -62,3 +62,12 @@ def make_hear_task(root: Path, name: str = "toy", folds: int = 3, per_class: int
 @pytest.fixture
 def hear_task(tmp_path: Path) -> Path:
     return make_hear_task(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread (small ops gain nothing and can stall on a loaded box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,30 +11,11 @@ from audiofm.models.backbones.xlstm import (
     mlstm_chunkwise,
     mlstm_parallel,
     mlstm_recurrent,
-    preset_fields,
     stream_backbone,
 )
 
 F64 = torch.float64
-TRANSFORMER_SIZES = {
-    "debug": dict(dim=64, depth=2, heads=2),
-    "tiny": dict(dim=192, depth=12, heads=3),
-    "small": dict(dim=384, depth=12, heads=6),
-    "base": dict(dim=768, depth=12, heads=12),
-}
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run small ops, which gain nothing from threads and can stall on a loaded box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-def n_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops; threads only add stalls
 
 
 def cell_inputs(s: int, gate_scale: float = 1.0, seed: int = 0, b: int = 2, h: int = 3, dk: int = 5, dv: int = 4):
@@ -141,47 +122,3 @@ def test_streaming_in_pieces_equals_one_pass():
         outs.append(y)
         start += size
     torch.testing.assert_close(torch.cat(outs, 1), y_full, atol=1e-10, rtol=0)
-
-
-@pytest.mark.parametrize("direction", ["bidirectional", "alternating"])
-def test_streaming_needs_forward_direction(direction):
-    with pytest.raises(ValueError, match="direction='forward'"):
-        stream_backbone(small_xlstm(direction), torch.randn(1, 4, 16, dtype=F64))
-
-
-def test_fused_impl_raises_clearly_without_kernels():
-    model = small_xlstm("forward", impl="fused").float()
-    with pytest.raises((ImportError, RuntimeError), match="impl='torch'"):
-        model(torch.randn(1, 8, 16))
-
-
-def test_auto_impl_falls_back_to_torch_on_cpu():
-    x = torch.randn(1, 9, 16, dtype=F64)
-    torch.testing.assert_close(small_xlstm("forward", impl="auto")(x), small_xlstm("forward")(x))
-
-
-@pytest.mark.parametrize("size", ["debug", "tiny"])
-def test_preset_forward_backward(size):
-    torch.manual_seed(0)
-    model = build_backbone("xlstm", **preset_fields(size))
-    torch.manual_seed(0)
-    twin = build_backbone("xlstm", **preset_fields(size))
-    x = torch.randn(2, 48, model.dim)
-    pad = torch.zeros(2, 48, dtype=torch.bool)
-    pad[1, 40:] = True
-    y = model(x, pad)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    torch.testing.assert_close(twin(x, pad), y, atol=0, rtol=0)  # deterministic init and forward
-    y.square().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
-
-
-@pytest.mark.parametrize("size", ["debug", "tiny", "small", "base"])
-@pytest.mark.parametrize("direction", ["bidirectional", "forward", "alternating"])
-def test_preset_parameter_count_matches_transformer(size, direction):
-    with torch.device("meta"):
-        transformer = build_backbone("transformer", **TRANSFORMER_SIZES[size])
-        model = build_backbone("xlstm", **preset_fields(size, direction))
-    assert model.dim == transformer.dim
-    assert abs(n_params(model) / n_params(transformer) - 1) < 0.10

@@ -9,11 +9,12 @@ audiofm.adapt.commands``). Errors the user can fix print one line and exit 2; se
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .._commands import guarded, standalone_main
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -70,20 +71,7 @@ def add_parsers(subparsers: Any) -> None:
     r.set_defaults(func=cmd_adapt_report)
 
 
-def _guard(name: str, fn: Callable[[], int]) -> int:
-    if os.environ.get("AUDIOFM_DEBUG"):
-        return fn()
-    try:
-        return fn()
-    except (ValueError, OSError, ImportError) as e:  # ConfigError, DataError, CheckpointError, RunDirError, ...
-        print(f"audiofm {name}: error: {str(e) or type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyError as e:
-        print(f"audiofm {name}: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"audiofm {name}: interrupted", file=sys.stderr)
-        return 130
+_guard = guarded
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -164,11 +152,7 @@ def cmd_adapt_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry: ``python -m audiofm.adapt.commands finetune ...``."""
-    parser = argparse.ArgumentParser(prog="audiofm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parsers(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return standalone_main(add_parsers, argv)
 
 
 if __name__ == "__main__":

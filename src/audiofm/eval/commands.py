@@ -9,10 +9,11 @@ set ``AUDIOFM_DEBUG=1`` to get the traceback instead.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from .._commands import guarded, standalone_main
 
 PROBES = ("linear", "mlp", "knn")  # kept in sync with probes.PROBES (light import for the CLI)
 
@@ -112,25 +113,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _guard(name: str, fn: Callable[[], int]) -> int:
-    from ..audio import AudioError
-    from ..data import DataError
     from .cache import EmbeddingError
-    from .suite import EvalError
 
-    if os.environ.get("AUDIOFM_DEBUG"):
-        return fn()
-    try:
-        return fn()
-    except (EvalError, DataError, AudioError, EmbeddingError, ImportError, OSError, ValueError) as e:
-        msg = str(e) or type(e).__name__
-        print(f"audiofm {name}: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # unknown peer name and the like
-        print(f"audiofm {name}: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"audiofm {name}: interrupted (embeddings finished so far are cached)", file=sys.stderr)
-        return 130
+    return guarded(name, fn, (EmbeddingError,), " (embeddings finished so far are cached)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -156,11 +141,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry: ``python -m audiofm.eval.commands evaluate ...``."""
-    parser = argparse.ArgumentParser(prog="audiofm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parsers(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return standalone_main(add_parsers, argv)
 
 
 if __name__ == "__main__":

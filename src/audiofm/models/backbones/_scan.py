@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
-from typing import Any, Literal, overload
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .base import DropPath, zero_padding
 
 _LOG2E = math.log2(math.e)
 
@@ -444,3 +446,69 @@ def stream_backbone(
         x_chunk, state = block.step(x_chunk, state)
         new_states.append(state)
     return x_chunk, new_states
+
+
+class RecurrentBlock(nn.Module):
+    """Pre-norm residual block around a recurrent mixer (Mamba, mLSTM): ``x + drop(mixer(norm x))``.
+
+    ``reverse`` scans the sequence backwards within each row's valid length (the odd blocks of
+    ``direction='alternating'``). Streaming (:meth:`step`) needs a forward-only block; the mixer
+    provides ``forward(h, pad_mask)`` and ``step(h, state)``, the subclass :meth:`init_state`.
+    """
+
+    kind = "recurrent"  # named in the streaming error
+
+    def __init__(self, cfg: Any, mixer: nn.Module, drop_path: float, reverse: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.reverse = reverse
+        self.bidirectional = cfg.direction == "bidirectional"
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.mixer = mixer
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        h = zero_padding(self.norm(x), pad_mask)
+        if self.reverse:
+            h = reverse_within_length(h, pad_mask)
+        h = self.mixer(h, pad_mask)
+        if self.reverse:
+            h = reverse_within_length(h, pad_mask)
+        return x + self.drop_path(self.dropout(h))
+
+    def _check_streamable(self) -> None:
+        if self.bidirectional or self.reverse:
+            raise ValueError(
+                f"streaming needs direction='forward'; bidirectional and alternating {self.kind} blocks "
+                "see future tokens"
+            )
+
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Process the next chunk x: (B, l, D) of consecutive tokens (l ≥ 1)."""
+        self._check_streamable()
+        mixer: Any = self.mixer  # MambaMixer / MLSTMMixer: step(h, state) -> (out, state)
+        h, state = mixer.step(self.norm(x), state)
+        return x + self.drop_path(self.dropout(h)), state
+
+
+_Block = TypeVar("_Block", bound=RecurrentBlock)
+
+
+def recurrent_blocks(cfg: Any, block: Callable[..., _Block]) -> list[_Block]:
+    """``cfg.depth`` blocks with linearly increasing drop-path; with ``direction='alternating'``
+    every odd block scans backwards."""
+    from .base import drop_path_rates
+
+    return [block(cfg, p, reverse=cfg.direction == "alternating" and i % 2 == 1)
+            for i, p in enumerate(drop_path_rates(cfg))]
+
+
+def preset_lookup(presets: dict[str, dict[str, dict[str, float | int]]], size: str, direction: str
+                  ) -> dict[str, object]:
+    """Fields of ``size`` from a ``{"bidirectional"|"forward": {size: fields}}`` table (alternating
+    blocks have the forward blocks' parameters), with ``direction`` added."""
+    table = presets["bidirectional" if direction == "bidirectional" else "forward"]
+    if size not in table:
+        raise KeyError(f"unknown size {size!r}; available: {sorted(table)}")
+    return {**table[size], "direction": direction}

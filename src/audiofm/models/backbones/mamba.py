@@ -23,15 +23,18 @@ from torch.utils.checkpoint import checkpoint
 
 from . import register_backbone
 from ._scan import (
+    RecurrentBlock,
     causal_conv,
     fused_available,
+    preset_lookup,
+    recurrent_blocks,
     reverse_within_length,
     selective_scan,
     selective_scan_fused,
     selective_scan_ref,
     stream_backbone,
 )
-from .base import Backbone, BackboneConfig, Direction, DropPath, drop_path_rates, zero_padding
+from .base import Backbone, BackboneConfig, Direction
 
 __all__ = [
     "MambaBlock",
@@ -189,34 +192,15 @@ class MambaMixer(nn.Module):
         return self.out_proj(y * F.silu(z)), (conv_state[0], h)
 
 
-class MambaBlock(nn.Module):
+class MambaBlock(RecurrentBlock):
     """Pre-norm residual Mamba block; ``reverse`` scans the sequence backwards (alternating)."""
 
+    kind = "Mamba"
+    mixer: MambaMixer
+    cfg: MambaConfig
+
     def __init__(self, cfg: MambaConfig, drop_path: float, reverse: bool = False) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.reverse = reverse
-        self.bidirectional = cfg.direction == "bidirectional"
-        self.norm = nn.LayerNorm(cfg.dim)
-        self.mixer = MambaMixer(cfg, self.bidirectional)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        h = zero_padding(self.norm(x), pad_mask)
-        if self.reverse:
-            h = reverse_within_length(h, pad_mask)
-        h = self.mixer(h, pad_mask)
-        if self.reverse:
-            h = reverse_within_length(h, pad_mask)
-        return x + self.drop_path(self.dropout(h))
-
-    def _check_streamable(self) -> None:
-        if self.bidirectional or self.reverse:
-            raise ValueError(
-                "streaming needs direction='forward'; bidirectional and alternating Mamba blocks "
-                "see future tokens"
-            )
+        super().__init__(cfg, MambaMixer(cfg, cfg.direction == "bidirectional"), drop_path, reverse)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Zero streaming state: (conv state (B, d_conv-1, E), SSM state (B, E, n))."""
@@ -227,19 +211,10 @@ class MambaBlock(nn.Module):
             torch.zeros(batch, e, self.cfg.d_state, device=device, dtype=dtype),
         )
 
-    def step(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Process the next chunk x: (B, l, D) of consecutive tokens (l ≥ 1)."""
-        self._check_streamable()
-        h, state = self.mixer.step(self.norm(x), state)
-        return x + self.drop_path(self.dropout(h)), state
-
 
 @register_backbone("mamba", MambaConfig)
 def build_mamba(cfg: MambaConfig) -> Backbone:
-    blocks = [
-        MambaBlock(cfg, p, reverse=cfg.direction == "alternating" and i % 2 == 1)
-        for i, p in enumerate(drop_path_rates(cfg))
-    ]
+    blocks = recurrent_blocks(cfg, MambaBlock)
     for block in blocks:
         # Mamba's pre-norm residual rescaling of the output projection.
         with torch.no_grad():
@@ -267,7 +242,4 @@ _PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
 def preset_fields(size: str, direction: Direction = "bidirectional") -> dict[str, object]:
     """Backbone fields for ``size`` in debug/tiny/small/base whose parameter count matches the
     Transformer of the same size within 10%."""
-    table = _PRESETS["bidirectional" if direction == "bidirectional" else "forward"]
-    if size not in table:
-        raise KeyError(f"unknown size {size!r}; available: {sorted(table)}")
-    return {**table[size], "direction": direction}
+    return preset_lookup(_PRESETS, size, direction)

@@ -31,8 +31,16 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from . import register_backbone
-from ._scan import causal_conv, fused_available, reverse_within_length, stream_backbone
-from .base import Backbone, BackboneConfig, Direction, DropPath, drop_path_rates, zero_padding
+from ._scan import (
+    RecurrentBlock,
+    causal_conv,
+    fused_available,
+    preset_lookup,
+    recurrent_blocks,
+    reverse_within_length,
+    stream_backbone,
+)
+from .base import Backbone, BackboneConfig, Direction
 
 __all__ = [
     "MLSTMBlock",
@@ -357,34 +365,15 @@ class MLSTMMixer(nn.Module):
         return self.proj_down(h[0] * F.silu(z)), (conv_state[0], cell_state)
 
 
-class MLSTMBlock(nn.Module):
+class MLSTMBlock(RecurrentBlock):
     """Pre-norm residual mLSTM block; ``reverse`` scans the sequence backwards (alternating)."""
 
+    kind = "mLSTM"
+    mixer: MLSTMMixer
+    cfg: XLSTMConfig
+
     def __init__(self, cfg: XLSTMConfig, drop_path: float, reverse: bool = False) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.reverse = reverse
-        self.bidirectional = cfg.direction == "bidirectional"
-        self.norm = nn.LayerNorm(cfg.dim)
-        self.mixer = MLSTMMixer(cfg, self.bidirectional)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        h = zero_padding(self.norm(x), pad_mask)
-        if self.reverse:
-            h = reverse_within_length(h, pad_mask)
-        h = self.mixer(h, pad_mask)
-        if self.reverse:
-            h = reverse_within_length(h, pad_mask)
-        return x + self.drop_path(self.dropout(h))
-
-    def _check_streamable(self) -> None:
-        if self.bidirectional or self.reverse:
-            raise ValueError(
-                "streaming needs direction='forward'; bidirectional and alternating mLSTM blocks "
-                "see future tokens"
-            )
+        super().__init__(cfg, MLSTMMixer(cfg, cfg.direction == "bidirectional"), drop_path, reverse)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, State]:
         """Zero streaming state: (conv state (B, k-1, E), (C, n, m))."""
@@ -398,19 +387,10 @@ class MLSTMBlock(nn.Module):
         conv = zeros(batch, cfg.conv_kernel - 1, cfg.inner)
         return conv, (zeros(batch, cfg.heads, dh, dh), zeros(batch, cfg.heads, dh), zeros(batch, cfg.heads))
 
-    def step(self, x: Tensor, state: tuple[Tensor, State]) -> tuple[Tensor, tuple[Tensor, State]]:
-        """Process the next chunk x: (B, l, D) of consecutive tokens (l ≥ 1)."""
-        self._check_streamable()
-        h, state = self.mixer.step(self.norm(x), state)
-        return x + self.drop_path(self.dropout(h)), state
-
 
 @register_backbone("xlstm", XLSTMConfig)
 def build_xlstm(cfg: XLSTMConfig) -> Backbone:
-    blocks = [
-        MLSTMBlock(cfg, p, reverse=cfg.direction == "alternating" and i % 2 == 1)
-        for i, p in enumerate(drop_path_rates(cfg))
-    ]
+    blocks = recurrent_blocks(cfg, MLSTMBlock)
     return Backbone(cfg, blocks)
 
 
@@ -434,7 +414,4 @@ _PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
 def preset_fields(size: str, direction: Direction = "bidirectional") -> dict[str, object]:
     """Backbone fields for ``size`` in debug/tiny/small/base whose parameter count matches the
     Transformer of the same size within 10%."""
-    table = _PRESETS["bidirectional" if direction == "bidirectional" else "forward"]
-    if size not in table:
-        raise KeyError(f"unknown size {size!r}; available: {sorted(table)}")
-    return {**table[size], "direction": direction}
+    return preset_lookup(_PRESETS, size, direction)
