@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .embedding import Embeddings
 from .models.encoder import AudioEncoder
 from .models.msm import ModelConfig
 from .models.registry import build_model, model_config
+
+if TYPE_CHECKING:
+    from .stream import EmbeddingStream
 
 POOLINGS = ("mean", "max", "meanmax")
 _AUTO = "auto"
@@ -117,11 +120,19 @@ class Embedder:
         return out
 
     # -- helpers --------------------------------------------------------------------------
-    def timestamps(self, n: int) -> np.ndarray:
-        """Centre (seconds) of time patches 0..n-1 of a signal starting at 0."""
+    def stream(self, sr: int | None = None) -> EmbeddingStream:
+        """An :class:`~audiofm.stream.EmbeddingStream`: push audio pieces at rate ``sr`` (default:
+        the model's), get frame embeddings as time patches complete — equal to one pass over the
+        whole input. Needs a forward-direction Mamba or xLSTM encoder."""
+        from .stream import EmbeddingStream
+
+        return EmbeddingStream(self, self.sample_rate if sr is None else sr)
+
+    def timestamps(self, n: int, start: int = 0) -> np.ndarray:
+        """Centre (seconds) of time patches start..start+n-1 of a signal starting at 0."""
         fe = self.config.encoder.frontend
         pt = self.config.encoder.patch_t
-        idx = np.arange(n, dtype=np.float64)
+        idx = np.arange(start, start + n, dtype=np.float64)
         return ((idx * pt + (pt - 1) / 2) * fe.hop_length + fe.fft_size / 2) / fe.sample_rate
 
     def _split(self, clip: int, wave: np.ndarray) -> list[_Chunk]:
