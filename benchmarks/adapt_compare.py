@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--evaluate-every-epochs", type=float, default=1.0, help="validation interval (from step 0)")
     p.add_argument("--layer-decay", type=float, default=0.9)
     p.add_argument("--freeze-blocks", type=int, default=0, help="also freezes the patch embedding when > 0")
+    p.add_argument("--keep-start", action="store_true",
+                   help="let the starting weights win the validation selection (FinetuneConfig.keep_start)")
     p.add_argument("--no-last", action="store_true",
                    help="do not also probe each run's last weights (when validation kept earlier ones)")
     p.add_argument("--temperature", type=float, default=0.1)
@@ -67,7 +69,7 @@ def finetune_config(args: argparse.Namespace, task: Path, method: str, seed: int
     d: dict[str, Any] = {"model": args.model, "task": str(task), "method": method, "fold": args.fold,
                          "epochs": args.epochs, "layer_decay": args.layer_decay, "freeze_blocks": args.freeze_blocks,
                          "freeze_patch_embed": args.freeze_blocks > 0, "augment": {"crop_seconds": args.crop_seconds},
-                         "evaluate_every_epochs": args.evaluate_every_epochs,
+                         "evaluate_every_epochs": args.evaluate_every_epochs, "keep_start": args.keep_start,
                          "contrastive": {"temperature": args.temperature},
                          "train": {"batch_size": args.batch_size, "lr": lr, "seed": seed}}
     return finetune_config_from(merge(d, parse_overrides(args.set)))
@@ -141,7 +143,8 @@ def run_task(args: argparse.Namespace, task_dir: Path, out: Path) -> list[dict[s
             info = json.loads((run / "finetune.json").read_text())
             clip = embed(str(run), rows, run / "embeddings.npz", args.progress)
             extra: dict[str, Any] = {"train_seconds": info["seconds"], "steps": info["steps"],
-                                     "best_step": info["best_step"], "best_valid_score": info["best_valid_score"]}
+                                     "best_step": info["best_step"], "best_valid_score": info["best_valid_score"],
+                                     "start_valid_score": info.get("start_valid_score")}
             if method == "supervised":
                 extra["head"] = head_score(run, clip[parts["test"]], labels[parts["test"]], task.prediction_type)
             probe(f"{method} s{seed}", method, seed, clip, extra)
@@ -167,8 +170,9 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"task": task, "method": method, "metric": rs[0]["metric"], "n": len(rs)}
             if method != "frozen":  # validation picked a tuned step (not the starting weights) in how many seeds
                 row["tuned_selected"] = sum(1 for r in rs if (r.get("best_step") or 0) > 0)
-            for key in ("linear", "knn", "head", "gap", "intra_cosine", "inter_cosine", "rankme", "train_seconds"):
-                vals = [r[key] for r in rs if key in r]
+            for key in ("linear", "knn", "head", "gap", "intra_cosine", "inter_cosine", "rankme", "train_seconds",
+                        "start_valid_score", "best_valid_score"):
+                vals = [r[key] for r in rs if r.get(key) is not None]
                 if vals:
                     ci = mean_ci(vals)
                     row[key] = {"mean": ci.mean, "ci95": ci.half_width, "n": ci.n}
@@ -193,19 +197,25 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + (f"{meta['crop_seconds']:g} s crops, " if meta["crop_seconds"] else "segment-length crops, ")
         + f"layer decay {meta['layer_decay']}, "
         f"lr {meta['lr_supervised']:g} (supervised) / {meta['lr_contrastive']:g} (contrastive); validation every "
-        f"{meta['evaluate_every_epochs']:g} epochs from step 0, best kept. Test accuracy (mAP for multilabel), "
+        f"{meta['evaluate_every_epochs']:g} epochs, best "
+        + ("(including the starting weights) " if meta.get("keep_start") else "trained weights ")
+        + "kept. Test accuracy (mAP for multilabel), "
         "mean ± 95 % t-interval over seeds; the frozen row is deterministic (one value). Gap = mean intra − "
         "inter class cosine of z-scored test embeddings. "
-        "'tuned ckpt' = seeds in which validation preferred a tuned step over the starting weights (step 0: "
-        "the base encoder; for supervised, with the linear-probe head); '(last)' rows probe the weights at the "
-        "end of training instead of the validation-selected ones.", "",
-        "| task | method | linear | kNN | head | cos gap | RankMe | tuned ckpt | train s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "'valid start → kept' = validation score of the starting weights (step 0: the base encoder; for "
+        "supervised, with the linear-probe head) and of the kept ones; 'tuned ckpt' = seeds in which a "
+        "trained step was kept; '(last)' rows probe the weights at the end of training instead of the "
+        "validation-selected ones.", "",
+        "| task | method | linear | kNN | head | cos gap | RankMe | valid start → kept | tuned ckpt | train s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary:
         lines.append(f"| {r['task']} | {r['method']} | {_fmt(r.get('linear'))} | {_fmt(r.get('knn'))} | "
                      f"{_fmt(r.get('head'))} | {_fmt(r.get('gap'))} | {_fmt(r.get('rankme'), 1)} | "
-                     f"{'–' if 'tuned_selected' not in r else str(r['tuned_selected']) + '/' + str(r['n'])} | "
+                     + (f"{r['start_valid_score']['mean']:.3f} → {r['best_valid_score']['mean']:.3f} | "
+                        if "start_valid_score" in r and "best_valid_score" in r and "(last)" not in r["method"]
+                        else "– | ")
+                     + f"{'–' if 'tuned_selected' not in r else str(r['tuned_selected']) + '/' + str(r['n'])} | "
                      f"{_fmt(r.get('train_seconds'), 0)} |")
     lines += ["", f"Wall time {meta['wall_seconds'] / 60:.1f} min on {meta['machine']} (shared; timings are noisy)."]
     return "\n".join(lines)
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size, "layer_decay": args.layer_decay, "lr_supervised": args.lr_supervised,
             "lr_contrastive": args.lr_contrastive, "freeze_blocks": args.freeze_blocks,
             "crop_seconds": args.crop_seconds, "evaluate_every_epochs": args.evaluate_every_epochs,
-            "temperature": args.temperature, "overrides": args.set, "command": " ".join(sys.argv),
+            "temperature": args.temperature, "keep_start": args.keep_start, "overrides": args.set,
+            "command": " ".join(sys.argv),
             "wall_seconds": time.time() - t0,
             "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
     (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": records}, indent=2,

@@ -1,19 +1,22 @@
-"""Embedding-style forward cost of the tiny backbones vs clip length (CPU, batch 1, no grad).
+"""Embedding latency and memory of the three tiny encoders vs clip length (CPU, batch 1, one pass).
 
     python benchmarks/bench_backbone_scaling.py                          # 10 30 60 120 300 600 s
     python benchmarks/bench_backbone_scaling.py --seconds 10 30 --backbones mamba xlstm --out /tmp/b
 
 Tokens for a clip of S seconds with the default front end (10 ms hop, 128 mel bins, 16×16
-patches): 8 × floor(S·100/16). Backbones are built at the backbone level with the tiny size
-(Transformer dim 192 depth 12 heads 3, SDPA attention; Mamba and xLSTM from their
-``preset_fields("tiny")``, parameter-matched and bidirectional).
+patches): 8 × floor(S·100/16). The encoders are the tiny presets (Transformer dim 192 depth 12
+heads 3 with SDPA attention; Mamba and xLSTM parameter-matched and bidirectional).
 
+What is timed is the whole embedding path of the tiny encoder (``msm_{vit,mamba,xlstm}_tiny``):
+log-mel front end → patches → patch embedding + positions → backbone → norm → frame embeddings
+(``AudioEncoder.frame_embeddings``), on random audio, in one pass (no chunking), inference mode.
 Each (backbone, length) runs in its own subprocess. Latency: one warm-up forward on at most 2048
-tokens, then ``--repeats`` timed forwards; the table shows the minimum wall time (the median
-and the process CPU time, steadier on a loaded machine with ``--threads 1``, are in the JSON).
-Peak memory: the subprocess's ``ru_maxrss`` after the timed forwards minus its ``ru_maxrss``
-right after building the model, i.e. the extra resident memory the full-length forward needed
-(activations, attention/scan workspaces), not counting weights.
+tokens, then up to ``--repeats`` timed forwards (no further repeat once ``--repeat-budget``
+seconds have been spent); the table shows the minimum wall time (the median and the process CPU
+time, steadier on a loaded machine with ``--threads 1``, are in the JSON). Peak memory: the
+subprocess's ``ru_maxrss`` after the timed forwards minus its ``ru_maxrss`` right after building
+the model, i.e. the extra resident memory the full-length pass needed (input audio, activations,
+attention/scan workspaces), not counting weights.
 
 Writes ``scaling.json``, ``scaling.md`` and ``scaling.png`` (log-log time vs tokens, with the
 least-squares slope of log time on log tokens per backbone) to ``--out``. Timings on a shared
@@ -35,7 +38,6 @@ from pathlib import Path
 
 SECONDS = [10, 30, 60, 120, 300, 600]
 BACKBONES = ["transformer", "mamba", "xlstm"]
-TRANSFORMER_TINY = {"dim": 192, "depth": 12, "heads": 3}
 WARMUP_TOKENS = 2048
 
 
@@ -49,19 +51,23 @@ def _maxrss_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def build(name: str):  # -> Backbone
-    import importlib
-
-    from audiofm.models.backbones import build_backbone
-
-    if name == "transformer":
-        return build_backbone("transformer", **TRANSFORMER_TINY)
-    fields = importlib.import_module(f"audiofm.models.backbones.{name}").preset_fields("tiny")
-    return build_backbone(name, **fields)
+PRESETS = {"transformer": "msm_vit_tiny", "mamba": "msm_mamba_tiny", "xlstm": "msm_xlstm_tiny"}
 
 
-def worker(name: str, tokens: int, repeats: int, threads: int | None) -> dict:
-    """Time ``repeats`` forwards of backbone ``name`` on ``tokens`` tokens in this process."""
+def build(name: str):  # -> AudioEncoder
+    from audiofm.models.encoder import AudioEncoder
+    from audiofm.models.registry import model_config
+
+    return AudioEncoder(model_config(PRESETS[name]).encoder)
+
+
+def samples_for(tokens: int) -> int:
+    """Audio samples (16 kHz) whose log-mel gives exactly ``tokens // 8`` whole time patches."""
+    return (tokens // 8 * 16 - 1) * 160 + 512
+
+
+def worker(name: str, tokens: int, repeats: int, threads: int | None, budget: float) -> dict:
+    """Time up to ``repeats`` one-pass embeddings by encoder ``name`` of audio giving ``tokens``."""
     import torch
 
     if threads:
@@ -70,19 +76,23 @@ def worker(name: str, tokens: int, repeats: int, threads: int | None) -> dict:
     model = build(name).eval()
     base = _maxrss_mib()
     with torch.inference_mode():
-        model(torch.randn(1, min(tokens, WARMUP_TOKENS), model.dim))
-        x = torch.randn(1, tokens, model.dim)
+        model.frame_embeddings(0.1 * torch.randn(1, samples_for(min(tokens, WARMUP_TOKENS))))
+        x = 0.1 * torch.randn(1, samples_for(tokens))
         times, cpu = [], []
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            y = model(x)
+            y, _ = model.frame_embeddings(x)
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            assert y.shape[1] * 8 == tokens, (y.shape, tokens)
             del y
+            if sum(times) > budget:
+                break
     return {
         "backbone": name,
         "tokens": tokens,
         "params": sum(p.numel() for p in model.parameters()),
+        "repeats": len(times),
         "seconds_min": min(times),
         "seconds_median": statistics.median(times),
         "cpu_seconds_min": min(cpu),
@@ -92,7 +102,8 @@ def worker(name: str, tokens: int, repeats: int, threads: int | None) -> dict:
 
 
 def run_one(name: str, tokens: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, str(tokens), "--repeats", str(args.repeats)]
+    cmd = [sys.executable, __file__, "--worker", name, str(tokens), "--repeats", str(args.repeats),
+           "--repeat-budget", str(args.repeat_budget)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     try:
@@ -118,7 +129,7 @@ def markdown(results: list[dict], seconds: list[float], backbones: list[str], ex
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     threads = next((r["threads"] for r in results if "threads" in r), "?")
     lines = [
-        f"Forward latency / extra peak RSS, batch 1, no grad ({platform.machine()}, "
+        f"One-pass embedding latency / extra peak RSS, batch 1, no grad ({platform.machine()}, "
         f"{os.cpu_count()} CPUs, {threads} thread(s), load {load:.1f} at end)",
         "",
         "| clip (s) | tokens | " + " | ".join(backbones) + " |",
@@ -138,7 +149,20 @@ def markdown(results: list[dict], seconds: list[float], backbones: list[str], ex
                 cells.append(f"{r['seconds_min']:.3f} s / {r['peak_mib']:.0f} MiB")
         lines.append(f"| {s:g} | {n} | " + " | ".join(cells) + " |")
     fit = ", ".join(f"{b} {e:.2f}" if e is not None else f"{b} n/a" for b, e in exponents.items())
-    lines += ["", f"Fitted scaling exponent (time ∝ tokens^k): {fit}"]
+    lines += ["", f"Fitted scaling exponent (time ∝ tokens^k, all lengths): {fit}"]
+    for b in backbones:
+        if b == "transformer" or "transformer" not in backbones:
+            continue
+        faster = [s for s in seconds if (r := by_key.get((b, tokens_for(s)))) and "error" not in r
+                  and (t := by_key.get(("transformer", tokens_for(s)))) and "error" not in t
+                  and r["seconds_min"] < t["seconds_min"]]
+        first = None  # the shortest length from which on every measured length is faster
+        for sec in sorted(seconds, reverse=True):
+            if sec not in faster:
+                break
+            first = sec
+        lines.append(f"{b} faster than the Transformer from {first:g} s on" if first is not None
+                     else f"{b} not faster than the Transformer at any measured length")
     return "\n".join(lines)
 
 
@@ -168,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, nargs="+", default=SECONDS, help="clip lengths in seconds")
     ap.add_argument("--backbones", nargs="+", default=BACKBONES, choices=BACKBONES)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeat-budget", type=float, default=60.0,
+                    help="no further timed repeat once this many seconds have been spent on one length")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per (backbone, length)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "backbone_scaling")
     ap.add_argument("--worker", nargs=2, metavar=("BACKBONE", "TOKENS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats, args.threads)))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.repeats, args.threads, args.repeat_budget)))
         return 0
 
     results = []

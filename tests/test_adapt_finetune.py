@@ -148,10 +148,15 @@ def test_frozen_blocks_and_layer_decay(setup, tmp_path):
 
 def test_early_stopping_keeps_best(setup, tmp_path):
     task, base = setup
-    cfg = _cfg(base, task, epochs=10, evaluate_every_epochs=1, patience=2, train={"lr": 0.0})
+    cfg = _cfg(base, task, epochs=10, evaluate_every_epochs=1, patience=2, keep_start=True, train={"lr": 0.0})
     res = finetune(cfg, tmp_path / "es", progress=False)  # weights never change: no improvement after step 0
     assert res["status"] == "early stopped" and res["steps"] == 6 and res["best_step"] == 0
-    assert res["weights"] == "best (step 0)"
+    assert res["weights"] == "best (step 0)" and res["start_valid_score"] == res["best_valid_score"]
+    # by default the start is scored but not eligible: the first trained weights win the tie
+    cfg = _cfg(base, task, epochs=10, evaluate_every_epochs=1, patience=2, train={"lr": 0.0})
+    res = finetune(cfg, tmp_path / "es2", progress=False)
+    assert res["best_step"] == 3 and res["weights"] == "best (step 3)"
+    assert res["start_valid_score"] == res["best_valid_score"]
 
 
 def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):

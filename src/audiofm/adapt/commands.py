@@ -43,6 +43,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--freeze-patch-embed", action="store_true", help="also freeze the patch embedding")
     p.add_argument("--layer-decay", type=float, help="layer-wise lr decay factor in (0, 1] (1 = off)")
     p.add_argument("--patience", type=int, help="stop after N validations without improvement (0 = never)")
+    p.add_argument("--keep-start", action="store_true",
+                   help="let the starting weights win the validation selection (a run that only hurts "
+                        "then returns the base encoder)")
     p.add_argument("--label-smoothing", type=float, help="supervised: label smoothing ε")
     p.add_argument("--mixup", type=float, metavar="ALPHA", help="supervised: mixup Beta(α, α) (0 = off)")
     p.add_argument("--mixup-level", choices=["waveform", "embedding"], help="supervised: where to mix")
@@ -84,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model": args.model, "task": args.task, "method": args.method, "fold": args.fold, "epochs": args.epochs,
         "freeze_blocks": args.freeze_blocks, "freeze_patch_embed": True if args.freeze_patch_embed else None,
         "layer_decay": args.layer_decay, "patience": args.patience,
+        "keep_start": True if args.keep_start else None,
         "supervised": {"label_smoothing": args.label_smoothing, "mixup_alpha": args.mixup,
                        "mixup_level": args.mixup_level},
         "contrastive": {"temperature": args.temperature},

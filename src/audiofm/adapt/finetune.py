@@ -20,7 +20,8 @@ head to ``head.safetensors`` + ``head.json`` (see :func:`load_classifier`).
   accuracy / mAP of the validation clips against the training clips. The projection head is
   dropped at the end.
 
-Validation runs before the first step too, so the starting weights compete for "best".
+Validation runs before the first step too: its score is reported, and with ``keep_start`` the
+starting weights compete for "best".
 """
 
 from __future__ import annotations
@@ -127,16 +128,19 @@ class FinetuneConfig:
     'contrastive'. fold: index of the HEAR round whose train/valid splits are used (k-fold: fold
     i is test, i+1 validation, the rest training); the test split is never read.
     epochs: training length in passes over the training split; when set it replaces
-    ``train.max_steps`` (null: use ``train.max_steps``). warmup_fraction: warm-up as a fraction
-    of the steps, replacing ``train.warmup_steps`` (null: keep it). evaluate_every_epochs:
-    validation interval, replacing ``train.evaluate_every`` (0 = no validation: the last
-    weights are kept; otherwise the best-scoring ones). patience: stop after this many
-    validations without improvement (0 = never). freeze_blocks: freeze the first N backbone
-    blocks; freeze_patch_embed: also freeze the patch embedding (with both, no gradient flows
-    below block N at all). layer_decay: layer-wise lr decay — block i of L trains at
-    ``lr · decay^(L−i)``, the patch embedding at ``lr · decay^(L+1)``, the final norm and the
-    head at ``lr`` (1 = off). cache_mb: decoded-audio cache. eval_batch_size: clips per batch
-    when embedding for validation."""
+    ``train.max_steps`` (null: use ``train.max_steps``). warmup_fraction: warm-up as a fraction of
+    the steps, replacing ``train.warmup_steps`` (null: keep it). evaluate_every_epochs: validation
+    interval, replacing ``train.evaluate_every`` (0 = no validation: the last weights are kept;
+    otherwise the best-scoring ones). keep_start: let the starting weights (the base encoder; for
+    supervised, with its probe-initialised head) win the validation selection, so a run that only
+    hurts returns the base; off by default, because the probe head's C was itself chosen on the
+    validation split, which favours step 0, and on small validation sets ties keep the earlier
+    weights. The start's validation score is reported either way. patience: stop after this many
+    validations without improvement (0 = never). freeze_blocks: freeze the first N backbone blocks;
+    freeze_patch_embed: also freeze the patch embedding (with both, no gradient flows below block N
+    at all). layer_decay: layer-wise lr decay — block i of L trains at ``lr · decay^(L−i)``, the
+    patch embedding at ``lr · decay^(L+1)``, the final norm and the head at ``lr`` (1 = off).
+    cache_mb: decoded-audio cache. eval_batch_size: clips per batch when embedding for validation."""
 
     model: str = ""
     task: str = ""
@@ -145,6 +149,7 @@ class FinetuneConfig:
     epochs: float | None = 10.0
     warmup_fraction: float | None = 0.1
     evaluate_every_epochs: float | None = 1.0
+    keep_start: bool = False
     patience: int = 0
     freeze_blocks: int = 0
     freeze_patch_embed: bool = False
@@ -669,6 +674,7 @@ def _derive_schedule(cfg: FinetuneConfig, n_train: int) -> TrainConfig:
     if cfg.evaluate_every_epochs is not None:
         t.evaluate_every = max(1, round(cfg.evaluate_every_epochs * per_epoch)) if cfg.evaluate_every_epochs else 0
     t.patience = cfg.patience if t.evaluate_every else 0
+    t.select_start = cfg.keep_start
     return t
 
 
@@ -735,6 +741,7 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike[str], *, resume: bool =
         "valid_clips": len(recipe.valid_rows), "base": provenance, "status": result["status"],
         "steps": result["step"], "max_steps": train_cfg.max_steps, "weights": chosen,
         "best_step": result["best_step"], "best_valid_score": result["best_score"],
+        "start_valid_score": result.get("start_score"),
         "final_train_loss": result["loss"], "seconds": round(result["seconds"], 1),
         "encoder_trainable_parameters": n_trainable, "frozen_parameters": len(recipe.frozen), **prepared,
     }

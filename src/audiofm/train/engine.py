@@ -44,9 +44,11 @@ class TrainConfig:
     periodic checkpoints kept. max_minutes: stop (with a checkpoint) after this wall time.
     device: 'auto', 'cpu' or 'cuda'. threads: torch intra-op threads (0 = torch default).
     evaluate_every: call the recipe's ``evaluate(model)`` before the first step, every this many
-    steps and after the last one (0 = never); the best-scoring weights (possibly the starting
-    ones) are kept in ``run_dir/best``. patience: stop after this many evaluations in a row
-    without a better score (0 = never stop early)."""
+    steps and after the last one (0 = never); the best-scoring weights are kept in
+    ``run_dir/best``. select_start: the starting weights (step 0) may be chosen as the best too;
+    when False they are evaluated and logged (``start_score``) but only trained weights compete.
+    patience: stop after this many evaluations in a row without a better score (0 = never stop
+    early)."""
 
     max_steps: int = 1000
     batch_size: int = 32
@@ -66,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     evaluate_every: int = 0
+    select_start: bool = True
     patience: int = 0
 
     def __post_init__(self) -> None:
@@ -209,7 +212,7 @@ class Engine:
         self.step = 0
         self._stop_signal: int | None = None
         # validation state (saved with checkpoints): best score so far, its step, evaluations since
-        self.best: dict[str, Any] = {"score": None, "step": None, "stale": 0}
+        self.best: dict[str, Any] = {"score": None, "step": None, "stale": 0, "start_score": None}
 
     # -- run directory --------------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -279,8 +282,9 @@ class Engine:
         os.replace(tmp, f)
 
     # -- validation -----------------------------------------------------------------------
-    def _evaluate(self, model: nn.Module, metrics_f: Any) -> bool:
-        """Run the recipe's evaluation, keep the best weights; True when patience is used up."""
+    def _evaluate(self, model: nn.Module, metrics_f: Any, start: bool = False) -> bool:
+        """Run the recipe's evaluation, keep the best weights; True when patience is used up.
+        ``start``: the evaluation of the starting weights (eligible only with ``select_start``)."""
         res: dict[str, Any] = {}
         if self.dist.main:
             was_training = model.training
@@ -295,7 +299,11 @@ class Engine:
             res = box[0]
         score = res["score"]
         best = self.best["score"]
-        if not math.isnan(score) and (best is None or score > best):
+        if start:
+            self.best["start_score"] = score
+        if start and not self.cfg.select_start:
+            pass  # logged below, never kept as "best"
+        elif not math.isnan(score) and (best is None or score > best):
             self.best.update(score=score, step=self.step, stale=0)
             if self.dist.main:
                 ckpt.save_checkpoint(self.run_dir / "best", self.recipe.config, self._raw_model(), None,
@@ -354,8 +362,8 @@ class Engine:
         status = "completed"
         try:
             model.train()
-            if cfg.evaluate_every and self.step == 0 and self.best["step"] is None:
-                self._evaluate(model, metrics_f)  # the starting point competes for "best" too
+            if cfg.evaluate_every and self.step == 0 and self.best["start_score"] is None:
+                self._evaluate(model, metrics_f, start=True)  # competes for "best" if select_start
             while self.step < cfg.max_steps:
                 if self._stop_signal is not None:
                     status = "interrupted"
@@ -439,7 +447,8 @@ class Engine:
 
             plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
         return {"status": status, "step": self.step, "loss": last_loss, "checkpoint": str(path),
-                "seconds": time.time() - t_start, "best_step": self.best["step"], "best_score": self.best["score"]}
+                "seconds": time.time() - t_start, "best_step": self.best["step"], "best_score": self.best["score"],
+                "start_score": self.best["start_score"]}
 
 
 class _null:
