@@ -90,3 +90,18 @@ def test_stream_refuses_what_cannot_stream(tmp_path):
         emb.stream().flush()
     with pytest.raises(AudioError, match="NaN"):
         emb.stream().push(np.array([0.0, np.nan], dtype=np.float32))
+
+
+@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_xlstm_debug"])
+def test_ten_minutes_in_one_pass(tmp_path, preset):
+    """A 10-minute file in one pass (no chunking); for a causal encoder its first frames equal
+    those of the first 16 s alone, and streaming the last minute continues it exactly."""
+    emb = forward_embedder(tmp_path, preset)
+    sr = 16000
+    wave = np.tile(signal(10.0), 60)  # 600 s
+    out = emb.embed(wave, sr)
+    assert out.frames.shape == (600 * 100 // 16, emb.frame_dim) and np.all(np.isfinite(out.frames))
+    head = emb.embed(wave[: 16 * sr], sr).frames
+    np.testing.assert_allclose(out.frames[: head.shape[0] - 1], head[:-1], atol=2e-5, rtol=1e-4)
+    frames, _ = stream_all(emb.stream(), wave, [sr * 30])
+    np.testing.assert_allclose(frames, out.frames, atol=5e-5, rtol=1e-3)
