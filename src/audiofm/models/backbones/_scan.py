@@ -452,19 +452,21 @@ class RecurrentBlock(nn.Module):
     """Pre-norm residual block around a recurrent mixer (Mamba, mLSTM): ``x + drop(mixer(norm x))``.
 
     ``reverse`` scans the sequence backwards within each row's valid length (the odd blocks of
-    ``direction='alternating'``). Streaming (:meth:`step`) needs a forward-only block; the mixer
-    provides ``forward(h, pad_mask)`` and ``step(h, state)``, the subclass :meth:`init_state`.
+    ``direction='alternating'``). Streaming (:meth:`step`) needs a forward-only block. A subclass
+    sets ``mixer_cls`` (built as ``mixer_cls(cfg, bidirectional)``, providing ``forward(h,
+    pad_mask)`` and ``step(h, state)``) and ``kind``, and implements ``init_state``.
     """
 
     kind = "recurrent"  # named in the streaming error
+    mixer_cls: Callable[[Any, bool], nn.Module]
 
-    def __init__(self, cfg: Any, mixer: nn.Module, drop_path: float, reverse: bool = False) -> None:
+    def __init__(self, cfg: Any, drop_path: float, reverse: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.reverse = reverse
         self.bidirectional = cfg.direction == "bidirectional"
         self.norm = nn.LayerNorm(cfg.dim)
-        self.mixer = mixer
+        self.mixer = type(self).mixer_cls(cfg, self.bidirectional)
         self.dropout = nn.Dropout(cfg.dropout)
         self.drop_path = DropPath(drop_path)
 

@@ -196,11 +196,9 @@ class MambaBlock(RecurrentBlock):
     """Pre-norm residual Mamba block; ``reverse`` scans the sequence backwards (alternating)."""
 
     kind = "Mamba"
+    mixer_cls = MambaMixer
     mixer: MambaMixer
     cfg: MambaConfig
-
-    def __init__(self, cfg: MambaConfig, drop_path: float, reverse: bool = False) -> None:
-        super().__init__(cfg, MambaMixer(cfg, cfg.direction == "bidirectional"), drop_path, reverse)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """Zero streaming state: (conv state (B, d_conv-1, E), SSM state (B, E, n))."""

@@ -369,11 +369,9 @@ class MLSTMBlock(RecurrentBlock):
     """Pre-norm residual mLSTM block; ``reverse`` scans the sequence backwards (alternating)."""
 
     kind = "mLSTM"
+    mixer_cls = MLSTMMixer
     mixer: MLSTMMixer
     cfg: XLSTMConfig
-
-    def __init__(self, cfg: XLSTMConfig, drop_path: float, reverse: bool = False) -> None:
-        super().__init__(cfg, MLSTMMixer(cfg, cfg.direction == "bidirectional"), drop_path, reverse)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, State]:
         """Zero streaming state: (conv state (B, k-1, E), (C, n, m))."""
