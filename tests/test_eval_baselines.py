@@ -70,3 +70,7 @@ def test_baseline_settings_are_parsed_and_checked() -> None:
     # unknown settings are named with the accepted ones, before any weights are loaded
     with pytest.raises(ValueError, match="no setting hop_sec.*hop_ms"):
         make_baseline("crepe:hop_sec=1", [])
+    from audiofm.peers import get_peer
+
+    with pytest.raises(ValueError, match="no setting overlap_s.*overlap"):  # the library call checks too
+        get_peer("birdnet", overlap_s=1.0)

@@ -10,7 +10,6 @@ from audiofm.models.backbones._scan import reverse_within_length
 from audiofm.models.backbones.mamba import (
     selective_scan,
     selective_scan_ref,
-    stream_backbone,
 )
 
 F64 = torch.float64
@@ -116,15 +115,3 @@ def test_padding_does_not_change_real_tokens(direction):
     for row, n in enumerate(lengths):
         y_alone = model(x[row : row + 1, :n])
         torch.testing.assert_close(y[row, :n], y_alone[0], atol=1e-10, rtol=0)
-
-
-def test_streaming_in_pieces_equals_one_pass():
-    model = small_mamba("forward", depth=3).eval()
-    x = torch.randn(2, 41, 16, dtype=F64)
-    y_full = model(x)
-    states, outs, start = None, [], 0
-    for size in (1, 5, 7, 3, 25):
-        y, states = stream_backbone(model, x[:, start : start + size], states)
-        outs.append(y)
-        start += size
-    torch.testing.assert_close(torch.cat(outs, 1), y_full, atol=1e-10, rtol=0)

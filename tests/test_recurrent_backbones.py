@@ -21,13 +21,26 @@ TRANSFORMER_SIZES = {
 }
 
 
-def small(kind: str, direction: str, **kw):
+def small(kind: str, direction: str, depth: int = 2, **kw):
     torch.manual_seed(0)
-    return build_backbone(kind, dim=16, depth=2, direction=direction, **SMALL[kind], **kw).to(F64)
+    return build_backbone(kind, dim=16, depth=depth, direction=direction, **SMALL[kind], **kw).to(F64)
 
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_streaming_in_pieces_equals_one_pass(kind):
+    model = small(kind, "forward", depth=3, **({"chunk_size": 4} if kind == "xlstm" else {})).eval()
+    x = torch.randn(2, 41, 16, dtype=F64)
+    y_full = model(x)
+    states, outs, start = None, [], 0
+    for size in (1, 5, 7, 3, 25):
+        y, states = stream_backbone(model, x[:, start : start + size], states)
+        outs.append(y)
+        start += size
+    torch.testing.assert_close(torch.cat(outs, 1), y_full, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("kind", KINDS)

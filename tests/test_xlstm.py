@@ -11,7 +11,6 @@ from audiofm.models.backbones.xlstm import (
     mlstm_chunkwise,
     mlstm_parallel,
     mlstm_recurrent,
-    stream_backbone,
 )
 
 F64 = torch.float64
@@ -110,15 +109,3 @@ def test_padding_does_not_change_real_tokens(direction):
     y = model(x_padded, pad)
     for row, n in enumerate([30, 19]):
         torch.testing.assert_close(y[row, :n], model(x[row : row + 1, :n])[0], atol=1e-10, rtol=0)
-
-
-def test_streaming_in_pieces_equals_one_pass():
-    model = small_xlstm("forward", depth=3, chunk_size=4).eval()
-    x = torch.randn(2, 41, 16, dtype=F64)
-    y_full = model(x)
-    states, outs, start = None, [], 0
-    for size in (1, 5, 7, 3, 25):
-        y, states = stream_backbone(model, x[:, start : start + size], states)
-        outs.append(y)
-        start += size
-    torch.testing.assert_close(torch.cat(outs, 1), y_full, atol=1e-10, rtol=0)

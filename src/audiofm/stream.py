@@ -10,7 +10,8 @@ the concatenated audio (up to float rounding), with constant memory per step:
 * tokens are time-major and positions are absolute time indices, so each time column is embedded
   on its own;
 * each block of a forward-direction Mamba / mLSTM backbone carries a constant-size state
-  (``block.step``, as :func:`audiofm.models.backbones._scan.stream_backbone`).
+  (:func:`audiofm.models.backbones._scan.stream_blocks`). Only :meth:`EmbeddingStream.clip`'s
+  history of emitted frames grows (D floats per time patch).
 
 Bidirectional and alternating backbones see future tokens, and attention sees all tokens, so
 they cannot stream: :meth:`audiofm.api.Embedder.stream` raises a ``ValueError`` saying so.
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, to_mono
+from .models.backbones._scan import stream_blocks
 from .models.patch import patchify
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class EmbeddingStream:
                 "with audiofm.load(path, chunk_seconds=None)")
         depth = len(blocks)
         last = embedder.layer % depth
-        self._blocks: list[Any] = blocks[: last + 1]  # RecurrentBlock: init_state / step
+        self._blocks = blocks[: last + 1]
         self._final_norm = last == depth - 1
         self.embedder = embedder
         self.encoder = enc
@@ -74,8 +76,6 @@ class EmbeddingStream:
         self._pending = 0
         self._states: list[Any] | None = None
         self._t = 0  # time patches emitted
-        self._seen = 0  # samples received (at the model rate)
-        self._framed = False
         self._done = False
         self._emitted: list[np.ndarray] = []
 
@@ -99,9 +99,10 @@ class EmbeddingStream:
         frames, times = self._feed(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
                                    if self._resampler is not None else np.zeros(0, np.float32))
         self._done = True
-        if self._seen == 0:
-            raise AudioError("stream input is empty (0 samples)")
-        if not self._framed:  # shorter than one frame: zero-padded to one frame, as in one pass
+        if self._t == 0 and not self._pending:  # never a whole frame
+            if not self._samples.size:
+                raise AudioError("stream input is empty (0 samples)")
+            # shorter than one frame: zero-padded to one frame, as in one pass
             pad = np.zeros(self._n_fft, dtype=np.float32)
             pad[: self._samples.size] = self._samples
             self._add_frames(pad)
@@ -125,7 +126,6 @@ class EmbeddingStream:
 
     # -- internals --------------------------------------------------------------------------
     def _feed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._seen += x.size
         buf = np.concatenate([self._samples, x]) if self._samples.size else x
         if buf.size >= self._n_fft:
             k = 1 + (buf.size - self._n_fft) // self._hop
@@ -146,7 +146,6 @@ class EmbeddingStream:
             spec = self.encoder.frontend(torch.from_numpy(samples).to(self.embedder.device)[None])[0]
         self._frames.append(spec)
         self._pending += spec.shape[1]
-        self._framed = True
 
     def _encode(self, spec: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Whole time patches ``spec (n_mels, k·pt)`` → frame embeddings ``(k, D)``."""
@@ -154,10 +153,7 @@ class EmbeddingStream:
         with torch.inference_mode():
             tokens = patchify(spec[None], self._pf, self._pt)
             x = self.encoder.embed_tokens(tokens, self._fp, k, t0=self._t)
-            if self._states is None:
-                self._states = [b.init_state(1, x.device, x.dtype) for b in self._blocks]
-            for i, block in enumerate(self._blocks):  # = stream_backbone over blocks[: layer + 1]
-                x, self._states[i] = block.step(x, self._states[i])
+            x, self._states = stream_blocks(self._blocks, x, self._states)
             if self._final_norm:
                 x = self.encoder.norm(x)
             frames = x.view(k, self._fp, -1).mean(dim=1).float().cpu().numpy()

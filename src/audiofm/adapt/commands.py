@@ -74,9 +74,6 @@ def add_parsers(subparsers: Any) -> None:
     r.set_defaults(func=cmd_adapt_report)
 
 
-_guard = guarded
-
-
 def config_from_args(args: argparse.Namespace) -> Any:
     """FinetuneConfig from defaults < --config < flags < --set."""
     from ..config import ConfigError, drop_none, load_yaml, merge, parse_overrides
@@ -131,7 +128,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             print(f"report: {Path(args.out) / 'report' / 'report.md'}")
         return 0
 
-    return _guard("finetune", run)
+    return guarded("finetune", run)
 
 
 def cmd_adapt_report(args: argparse.Namespace) -> int:
@@ -151,7 +148,7 @@ def cmd_adapt_report(args: argparse.Namespace) -> int:
         print((Path(args.out) / "report.md").read_text())
         return 0 if rep["results"] else 1
 
-    return _guard("adapt-report", run)
+    return guarded("adapt-report", run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

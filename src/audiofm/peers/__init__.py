@@ -74,8 +74,13 @@ def peer_settings(name: str) -> list[str]:
 def get_peer(name: str, **kwargs: Any) -> AudioEmbedder:
     """Build peer ``name`` with its pretrained weights; ``None`` kwargs keep the peer's default.
 
-    Raises KeyError for an unknown name and MissingPeerDependency when its package is missing.
+    Raises KeyError for an unknown name, ValueError for a setting the peer does not have (listing
+    those it has) and MissingPeerDependency when its package is missing.
     """
+    accepted = peer_settings(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"peer {name!r} has no setting {', '.join(unknown)}; its settings: {', '.join(accepted)}")
     cls = getattr(_module(name), _entry(name).cls)
     peer: AudioEmbedder = cls(**{k: v for k, v in kwargs.items() if v is not None})
     return peer

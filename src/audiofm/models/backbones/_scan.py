@@ -435,7 +435,14 @@ def stream_backbone(
     ``x_chunk``: (B, l, D) consecutive tokens (no padding); ``states``: the list returned by the
     previous call (None at the start). Feeding a sequence in pieces equals one pass.
     """
-    blocks = list(backbone.blocks)  # type: ignore[arg-type]
+    return stream_blocks(list(backbone.blocks), x_chunk, states)  # type: ignore[arg-type]
+
+
+def stream_blocks(
+    blocks: Sequence[Any], x_chunk: Tensor, states: Sequence[Any] | None = None
+) -> tuple[Tensor, list[Any]]:
+    """:func:`stream_backbone` over an explicit list of blocks (e.g. the first N, for an
+    intermediate layer): each block's ``step`` with its state, zero states when ``states`` is None."""
     for block in blocks:
         if not hasattr(block, "step"):
             raise TypeError(f"{type(block).__name__} does not support streaming")
