@@ -15,13 +15,12 @@ from audiofm import checkpoint as ckpt
 from audiofm.adapt.commands import main
 from audiofm.adapt.finetune import (
     AdaptModel,
-    ClassifierHead,
     finetune,
     finetune_config_from,
     layerwise_param_groups,
     load_classifier,
-    pooled_embedding,
 )
+from audiofm.models.heads import ClassifierHead
 from audiofm.train.engine import lr_at
 
 
@@ -99,7 +98,7 @@ def test_supervised_learns_and_roundtrips(setup, tmp_path):
     clip = emb.embed(wave, 16000).clip
     assert clip.shape == (64,) and not np.allclose(clip, audiofm.load(base).embed(wave, 16000).clip)
     with torch.inference_mode():
-        ref = pooled_embedding(emb.encoder, torch.from_numpy(wave)[None])[0].numpy()
+        ref = emb.encoder.clip_embedding(torch.from_numpy(wave)[None])[0].numpy()
     np.testing.assert_allclose(clip, ref, rtol=1e-5, atol=1e-5)
     clf = load_classifier(out)
     p = clf.predict(tone(0.6, freq=900.0), 16000)
@@ -257,7 +256,7 @@ def test_probe_head_init_matches_sklearn_logistic_regression():
 
 
 def test_heads_standardise_and_projection_is_centred():
-    from audiofm.adapt.finetune import ProjectionHead, Standardize
+    from audiofm.models.heads import ProjectionHead, Standardize
 
     rng = np.random.default_rng(1)
     z = rng.normal(loc=5.0, scale=[0.1, 1.0, 30.0], size=(200, 3))  # BN eps=1e-5 damps std ≪ 0.03

@@ -53,7 +53,7 @@ def test_evaluate_logmel_end_to_end(tasks: Path, small_config: Path, tmp_path: P
                "--config", str(small_config), "--threads", "1", "--no-progress"])
     assert rc == 0
     for name in ("results.csv", "summary.md", "comparisons.csv", "diagnostics.csv", "config.json",
-                 "environment.json", "tasks.json", "timings.json"):
+                 "run_info.json", "tasks.json", "timings.json"):
         assert (run / name).is_file(), name
     for png in ("scores_by_task.png", "dual_probe.png"):
         data = (run / "plots" / png).read_bytes()
@@ -68,8 +68,8 @@ def test_evaluate_logmel_end_to_end(tasks: Path, small_config: Path, tmp_path: P
         assert part in summary, part
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["probe"]["mlp"]["hidden_dim"] == 64 and cfg["seeds"] == 2 and cfg["embedders"][0]["label"] == "logmel"
-    env = json.loads((run / "environment.json").read_text())
-    assert env["packages"]["torch"] and "git" in env
+    env = json.loads((run / "run_info.json").read_text())
+    assert env["versions"]["torch"] and "git" in env
     tj = json.loads((run / "tasks.json").read_text())
     assert tj["pitch-kfold"]["fingerprint"]["clips"] == 18 and tj["pitch-tvt"]["split_mode"] == "trainvaltest"
     timings = json.loads((run / "timings.json").read_text())

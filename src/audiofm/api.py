@@ -23,14 +23,13 @@ from . import checkpoint as ckpt
 from .audio import prepare
 from .config import to_dict
 from .embedding import Embeddings
-from .models.encoder import AudioEncoder
+from .models.encoder import POOLINGS, AudioEncoder
 from .models.msm import ModelConfig
 from .models.registry import build_model, model_config
 
 if TYPE_CHECKING:
     from .stream import EmbeddingStream
 
-POOLINGS = ("mean", "max", "meanmax")
 _AUTO = "auto"
 
 

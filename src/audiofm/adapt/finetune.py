@@ -45,6 +45,7 @@ from ..config import ConfigError, from_dict, merge, to_dict
 from ..data import DataError, HearTask, Row, Split, fingerprint, read_hear_task
 from ..data.dataset import ClipStore
 from ..models.encoder import AudioEncoder
+from ..models.heads import ClassifierHead, ProjectionHead
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, list_models, model_config
 from ..train.engine import Engine, TrainConfig
@@ -179,88 +180,6 @@ def finetune_config_from(data: dict[str, Any]) -> FinetuneConfig:
 # ------------------------------------------------------------------------------------ model
 
 
-def pooled_embedding(encoder: AudioEncoder, wave: Tensor, lengths: Tensor | None = None,
-                     mask: Tensor | None = None) -> Tensor:
-    """Clip embeddings ``(B, D)``: the mean over valid frames of the encoder's frame embeddings
-    (as ``Embedder`` with ``pooling='mean'``). ``wave: (B, S)`` right-padded, ``lengths (B,)``;
-    ``mask (B, F, T)`` True = set that log-mel cell to 0 (SpecAugment)."""
-    spec = encoder.frontend(wave)  # (B, F, T)
-    T = spec.shape[-1]
-    if mask is not None:
-        spec = spec.masked_fill(mask.to(spec.device), 0.0)
-    if lengths is None:
-        frame_len = torch.full((wave.shape[0],), T, dtype=torch.long, device=wave.device)
-    else:
-        frame_len = encoder.frontend.frame_lengths(lengths.to(wave.device)).clamp(max=T)
-    tok = encoder.tokenize_spec(spec, frame_len)
-    x = encoder.embed_tokens(tok.patches, tok.Fp, tok.Tp)  # (B, N, D)
-    h = encoder.forward_tokens(x, tok.pad_mask if bool(tok.pad_mask.any()) else None)
-    B = h.shape[0]
-    frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)  # (B, Tp, D)
-    valid = (torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]).to(frames.dtype)
-    return (frames * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True)
-
-
-class Standardize(nn.BatchNorm1d):
-    """Z-scores clip embeddings ``(B, D)`` per dimension, as the probes do: with the batch's
-    statistics while training and running statistics (initialised by :meth:`set` from the frozen
-    training embeddings) in eval mode; no affine part.
-
-    Pooled embeddings share a large common component and many low-variance directions, so a head
-    on raw embeddings would first have to learn to remove it; fixed statistics instead would let a
-    small common drift of the tuning encoder swamp the low-variance dimensions (a shortcut to
-    collapse for the contrastive loss). Batch statistics cancel any common shift.
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__(dim, affine=False, momentum=0.1)
-
-    def set(self, z: np.ndarray) -> None:
-        """Running statistics from ``z (N, D)``."""
-        assert self.running_mean is not None and self.running_var is not None
-        self.running_mean.copy_(torch.from_numpy(z.mean(axis=0, dtype=np.float64)))
-        self.running_var.copy_(torch.from_numpy(z.var(axis=0, dtype=np.float64)))
-
-    def forward(self, z: Tensor) -> Tensor:
-        return super().forward(z.float())
-
-
-class ClassifierHead(nn.Module):
-    """Standardize → Dropout → Linear: clip embedding ``(B, D)`` → logits ``(B, C)``."""
-
-    def __init__(self, dim: int, n_classes: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm = Standardize(dim)
-        self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(dim, n_classes)
-        nn.init.zeros_(self.fc.bias)
-        nn.init.normal_(self.fc.weight, std=0.01)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.fc(self.drop(self.norm(z)))
-
-
-class ProjectionHead(nn.Module):
-    """Standardize → Linear → BatchNorm → ReLU → Linear → BatchNorm (no affine): clip embedding
-    ``(B, D)`` → projection ``(B, E)`` (the loss L2-normalises it).
-
-    The output is centred over the batch, so the head cannot reach SupCon's trivial stationary
-    point (every projection identical, loss log(M − 1)), which is otherwise the quickest way down
-    from a pretrained start where the two views of a clip are far more alike than two clips of
-    a class (SimCLR/BYOL heads use batch norm for the same reason)."""
-
-    def __init__(self, dim: int, hidden: int, out: int) -> None:
-        super().__init__()
-        self.norm = Standardize(dim)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.bn1 = nn.BatchNorm1d(hidden)
-        self.fc2 = nn.Linear(hidden, out, bias=False)
-        self.bn2 = nn.BatchNorm1d(out, affine=False)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.bn2(self.fc2(F.relu(self.bn1(self.fc1(self.norm(z))))))
-
-
 def fit_linear(fc: nn.Linear, x: Tensor, y: Tensor, multiclass: bool, c: float, iters: int = 100) -> None:
     """Fit ``fc`` as an L2-regularised logistic regression on ``x (N, D)`` → targets ``y (N, C)``
     (softmax cross-entropy or one-vs-rest BCE), penalty ‖W‖² / (2·c·N) as scikit-learn's ``C``;
@@ -303,7 +222,7 @@ class AdaptModel(nn.Module):
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None,
                 mix: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        z = pooled_embedding(self.encoder, wave, lengths, mask)  # (B, D)
+        z = self.encoder.clip_embedding(wave, lengths, spec_mask=mask)  # (B, D)
         if mix is not None:  # embedding-level mixup: z_i ← λ_i z_i + (1 − λ_i) z_perm[i]
             perm, lam = (t.to(z.device) for t in mix)
             lam = lam.to(z.dtype)[:, None]

@@ -15,8 +15,6 @@ from typing import Any
 
 from .._commands import guarded, standalone_main
 
-PROBES = ("linear", "mlp", "knn")  # kept in sync with probes.PROBES (light import for the CLI)
-
 
 def _csv_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]

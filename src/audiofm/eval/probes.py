@@ -32,11 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.heads import MLPHead
 from .metrics import MULTICLASS, MULTILABEL, fast_average_precision, primary_metric, score_predictions
+from .registry import PROBES
 from .threads import limit_threads
-
-PROBES = ("linear", "mlp", "knn")
-DETERMINISTIC_PROBES = frozenset({"linear", "knn"})
 
 
 @dataclass
@@ -268,23 +267,6 @@ def _linear_probe(data: ProbeData, cfg: LinearProbeConfig | None, standardize_fe
 
 
 # ------------------------------------------------------------------------------------------ mlp
-
-
-class MLPHead(nn.Module):
-    """Linear → ReLU → Dropout → Linear, xavier-initialised (hear-eval-kit style)."""
-
-    def __init__(self, dim: int, n_classes: int, hidden_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.hidden = nn.Linear(dim, hidden_dim)
-        self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, n_classes)
-        nn.init.xavier_uniform_(self.hidden.weight)
-        nn.init.xavier_uniform_(self.out.weight, gain=nn.init.calculate_gain("relu"))
-        nn.init.zeros_(self.hidden.bias)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.drop(torch.relu(self.hidden(x))))
 
 
 def _train_mlp(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Tensor, n_classes: int,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import MULTICLASS
-from .probes import PROBES
+from .registry import PROBES
 from .stats import CI, mean_ci, paired_compare, units
 
 _FLOAT = {"score", "top1_acc", "mAP", "d_prime", "valid_score", "fit_seconds", "predict_seconds", "rankme",
@@ -84,7 +84,7 @@ def read_run(run_dir: str | Path) -> RunData:
     diag = _read_csv(d / "diagnostics.csv") if (d / "diagnostics.csv").is_file() else []
     info: dict[str, Any] = {"name": d.name, "path": str(d)}
     for key, fname in (("timings", "timings.json"), ("config", "config.json"),
-                       ("environment", "environment.json")):
+                       ("environment", "run_info.json")):
         p = d / fname
         if p.is_file():
             try:

@@ -6,7 +6,7 @@ them, and every selected round (train/valid/test, or the HEAR k-fold rotation) i
 each probe — once for deterministic probes (linear, kNN; the row is repeated for every seed
 so each seed has a complete set of rows), once per seed for the MLP.
 
-The run directory gets ``config.json`` (resolved config), ``environment.json`` (package
+The run directory gets ``config.json`` (resolved config), ``run_info.json`` (package
 versions, git commit, command), ``tasks.json`` (task fingerprints and rounds),
 ``results.csv``, ``diagnostics.csv``, ``timings.json`` and the report (``summary.md``,
 ``comparisons.csv``, ``plots/*.png``). ``results.csv`` is written only when every job has
@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -30,13 +28,15 @@ import numpy as np
 
 from ..data import DataError, HearTask, Row, Split, fingerprint, is_hear_task, read_hear_task
 from ..embedding import AudioEmbedder
+from ..models.encoder import POOLINGS
+from ..runinfo import write_run_info
 from .cache import EmbeddingCache, get_embeddings
 from .metrics import MULTICLASS, PREDICTION_TYPES, metric_names, primary_metric
-from .probes import DETERMINISTIC_PROBES, PROBES, ProbeConfig, ProbeData, run_probe
+from .probes import ProbeConfig, ProbeData, run_probe
 from .rankme import embedding_health
+from .registry import DETERMINISTIC_PROBES, PROBES
 from .threads import limit_threads, warm_imports
 
-POOLINGS = ("mean", "max", "meanmax")
 RESULT_FIELDS = ["model", "task", "probe", "round", "seed", "prediction_type", "metric", "score",
                  "top1_acc", "mAP", "d_prime", "valid_score", "hparams", "n_train", "n_valid", "n_test",
                  "fit_seconds", "predict_seconds", "deterministic"]
@@ -283,49 +283,6 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
     return specs
 
 
-# ------------------------------------------------------------------------------ environment
-
-
-def _git_commit() -> dict[str, Any] | None:
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def run_environment(argv: list[str] | None = None) -> dict[str, Any]:
-    """Package versions, Python/platform, torch threads, git commit and the command line."""
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for pkg in ("audiofm", "torch", "numpy", "scipy", "scikit-learn", "faiss-cpu", "soundfile", "soxr",
-                "matplotlib", "tqdm"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    import torch
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "packages": versions,
-        "git": _git_commit(),
-        "command": argv if argv is not None else sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
@@ -406,7 +363,7 @@ def _run(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSpec] 
                                                      "fingerprint": s.embedder.fingerprint(),
                                                      "sample_rate": s.embedder.sample_rate,
                                                      "embed_dim": s.embedder.embed_dim} for s in specs]})
-    _write_json(out / "environment.json", run_environment(argv))
+    write_run_info(out, None, argv=argv)
     _write_json(out / "tasks.json", {t.name: {
         "path": str(t.root), "prediction_type": t.prediction_type,
         "split_mode": t.metadata.get("split_mode", "trainvaltest"), "n_classes": len(t.vocabulary),

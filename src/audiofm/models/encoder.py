@@ -13,6 +13,27 @@ from ..frontend import FrontendConfig, LogMel
 from .backbones import build_backbone
 from .patch import patchify, sincos_2d
 
+POOLINGS = ("mean", "max", "meanmax")
+
+
+def pool_frames(frames: Tensor, valid: Tensor | None = None, pooling: str = "mean") -> Tensor:
+    """Clip embeddings ``(B, C)`` from frames ``(B, T, D)`` over the ``valid (B, T)`` ones (all
+    when None): 'mean', 'max' or 'meanmax' (both concatenated, C = 2·D). The one definition of
+    clip pooling, used by the embedding API and by training."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    parts = []
+    if pooling in ("mean", "meanmax"):
+        if valid is None:
+            parts.append(frames.mean(dim=1))
+        else:
+            w = valid.to(frames.dtype)[..., None]  # (B, T, 1)
+            parts.append((frames * w).sum(dim=1) / w.sum(dim=1))
+    if pooling in ("max", "meanmax"):
+        x = frames if valid is None else frames.masked_fill(~valid[..., None], float("-inf"))
+        parts.append(x.amax(dim=1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
 
 @dataclass
 class EncoderConfig:
@@ -69,9 +90,12 @@ class AudioEncoder(nn.Module):
     def dim(self) -> int:
         return self.cfg.dim
 
-    def tokenize(self, wave: Tensor, lengths: Tensor | None = None) -> Tokens:
-        """``wave: (B, S)`` (right-padded; ``lengths`` = valid samples) → patch tokens."""
+    def tokenize(self, wave: Tensor, lengths: Tensor | None = None, spec_mask: Tensor | None = None) -> Tokens:
+        """``wave: (B, S)`` (right-padded; ``lengths`` = valid samples) → patch tokens.
+        ``spec_mask (B, F, T)``: True = set that log-mel cell to 0 (SpecAugment)."""
         spec = self.frontend(wave)  # (B, F, T)
+        if spec_mask is not None:
+            spec = spec.masked_fill(spec_mask.to(spec.device), 0.0)
         frames = spec.shape[-1]
         if lengths is None:
             frame_len = torch.full((wave.shape[0],), frames, dtype=torch.long, device=wave.device)
@@ -113,13 +137,21 @@ class AudioEncoder(nn.Module):
         _, layers = self.backbone(x, pad_mask, return_layers=True)
         return layers[layer]
 
-    def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1
-                         ) -> tuple[Tensor, Tensor]:
+    def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1,
+                         spec_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``."""
-        tok = self.tokenize(wave, lengths)
+        tok = self.tokenize(wave, lengths, spec_mask)
         x = self.embed_tokens(tok.patches, tok.Fp, tok.Tp)
         h = self.forward_tokens(x, tok.pad_mask if bool(tok.pad_mask.any()) else None, layer)
         B = h.shape[0]
         frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)
         valid = torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]
         return frames, valid
+
+    def clip_embedding(self, wave: Tensor, lengths: Tensor | None = None, *, layer: int = -1,
+                       pooling: str = "mean", spec_mask: Tensor | None = None) -> Tensor:
+        """Clip embeddings ``(B, C)``: the frames of :meth:`frame_embeddings` pooled over the
+        valid ones (:func:`pool_frames`) — what ``audiofm.load(...).embed(...).clip`` returns for
+        a clip that fits in one chunk. Differentiable (used by fine-tuning)."""
+        frames, valid = self.frame_embeddings(wave, lengths, layer, spec_mask)
+        return pool_frames(frames, valid, pooling)

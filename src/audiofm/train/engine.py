@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .. import checkpoint as ckpt
 from ..config import save_yaml, to_dict
 from ..models.msm import ModelConfig
-from .runinfo import run_info
+from ..runinfo import write_run_info
 
 
 @dataclass
@@ -230,9 +230,9 @@ class Engine:
             ckpts.mkdir(exist_ok=True)
             if not self.resume:
                 save_yaml(self.resolved_config, self.run_dir / "run_config.yaml")
-            info = run_info(self.data_fingerprint, world_size=self.dist.world, device=str(self.device))
             name = "run_info.json" if not self.resume else f"run_info.resume-{time.strftime('%Y%m%d-%H%M%S')}.json"
-            (self.run_dir / name).write_text(json.dumps(info, indent=2))
+            write_run_info(self.run_dir, self.data_fingerprint, name, world_size=self.dist.world,
+                           device=str(self.device))
         if self.dist.world > 1:
             dist.barrier()
 
