@@ -28,19 +28,47 @@ def resample(wave: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(soxr.resample(wave, sr, target_sr, quality="HQ"), dtype=np.float32)
 
 
-def to_mono(wave: np.ndarray) -> np.ndarray:
-    """(T,) or (T, C) → (T,) float32 by averaging channels."""
+MAX_CHANNELS = 32
+_INT_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31,
+              np.dtype(np.int64): 2.0**63}
+
+
+def to_float(wave: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Samples as float32 in [-1, 1]: floats as they are; integer PCM scaled by its full scale
+    (int8/16/32/64 signed, uint8 offset by 128, as WAV stores it); anything else refused."""
     wave = np.asarray(wave)
-    if wave.ndim == 2:
-        wave = wave.mean(axis=1)
-    elif wave.ndim != 1:
-        raise AudioError(f"expected audio of shape (T,) or (T, channels), got {wave.shape}")
-    return wave.astype(np.float32, copy=False)
+    if wave.dtype.kind == "f":
+        return wave.astype(np.float32, copy=False)
+    if wave.dtype in _INT_SCALE:
+        return (wave / _INT_SCALE[wave.dtype]).astype(np.float32)
+    if wave.dtype == np.uint8:
+        return ((wave.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    raise AudioError(f"{name}: audio samples of dtype {wave.dtype} are not supported; pass float samples in "
+                     "[-1, 1] or integer PCM (int16, int32, uint8)")
+
+
+def to_mono(wave: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Mono float32 ``(T,)`` from ``(T,)``, ``(T, C)`` (soundfile's layout) or ``(C, T)``
+    (torch's layout), averaging channels. A 2-d array is read as channels × time when its first
+    axis is the shorter one; an array whose layout cannot be told (both axes equal, or more than
+    ``MAX_CHANNELS`` channels either way) is refused rather than guessed."""
+    wave = to_float(wave, name)
+    if wave.ndim == 1:
+        return wave
+    if wave.ndim != 2:
+        raise AudioError(f"{name}: expected audio of shape (T,), (T, channels) or (channels, T), got {wave.shape}")
+    rows, cols = wave.shape
+    if min(rows, cols) > MAX_CHANNELS or (rows == cols and rows > 1):
+        raise AudioError(f"{name}: cannot tell time from channels in audio of shape {wave.shape}; pass (T,), "
+                         f"(T, channels) or (channels, T) with at most {MAX_CHANNELS} channels")
+    axis = 1 if rows >= cols else 0  # average over the short (channel) axis
+    return wave.mean(axis=axis).astype(np.float32, copy=False)
 
 
 def prepare(wave: np.ndarray, sr: int, target_sr: int, name: str = "<array>") -> np.ndarray:
-    """Validate an in-memory waveform and bring it to mono float32 at ``target_sr``."""
-    wave = to_mono(wave)
+    """Validate an in-memory waveform and bring it to mono float32 at ``target_sr`` (accepted
+    layouts and sample types: :func:`to_mono`, :func:`to_float`)."""
+    wave = to_mono(wave, name)
     if wave.size == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
     if not np.all(np.isfinite(wave)):
