@@ -5,6 +5,9 @@ that overlap by ``n_fft - hop`` samples, so every chunk yields whole time patche
 stitched frames are exactly the frames of the whole signal; each chunk is encoded on its own
 (positions restart per chunk, as in training). ``chunk_seconds=None`` encodes the whole input in
 one pass (the recurrent backbones' memory is linear in length).
+
+The embedder is built from the checkpoint's encoder config alone (no decoder); a "classifier"
+checkpoint loads as a :class:`Classifier`, whose ``predict(wave, sr)`` adds its task head.
 """
 
 from __future__ import annotations

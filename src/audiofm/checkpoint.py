@@ -14,7 +14,8 @@ Format 2 ``config.json``: ``{"format", "format_version": 2, "kind", "audiofm_ver
 the checkpoint's weights id, so loading never hashes the weights. Format 1 (written before
 checkpoints had kinds: ``"model"`` is an MSM ``ModelConfig``; a supervised fine-tune added the
 side-cars ``head.json`` + ``head.safetensors``) still loads: it is converted to a spec of kind
-``"msm"`` or ``"classifier"``, and its digest is computed once, on demand.
+``"msm"`` or ``"classifier"`` (a format-1 fine-tune keeps the decoder weights it was saved with,
+and the side-car weights appear as ``head.*``); its digest is computed once, on demand.
 
 Writes are atomic (:func:`audiofm.io.atomic_dir`), so a checkpoint directory that exists is
 complete. Weights load with ``weights_only``; missing / unexpected keys and shape mismatches
@@ -236,7 +237,9 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{d}: config.json is not an audiofm checkpoint config")
     v = info.get("format_version")
-    if not isinstance(v, int) or v < 1 or v > FORMAT_VERSION:
+    if not isinstance(v, int) or v < 1:
+        raise CheckpointError(f"{d}: config.json has no valid format_version ({v!r}); re-copy the checkpoint")
+    if v > FORMAT_VERSION:
         raise CheckpointError(
             f"{d}: checkpoint format version {v} is newer than this audiofm supports ({FORMAT_VERSION}); "
             "upgrade audiofm"
