@@ -226,3 +226,20 @@ def test_describe_and_info_show_kind_components_and_parameters(msm, tmp_path, ca
     v1 = json.loads(capsys.readouterr().out)
     assert v1["kind"] == "classifier" and set(v1["components"]) == {"encoder", "decoder", "head"}
     assert v1["format_version"] == 1 and v1["parameters"]["head"] == 2 * 32 + 2
+
+
+def test_v1_side_car_errors_are_clear(tmp_path):
+    import shutil
+
+    d = shutil.copytree(V1_CLF, tmp_path / "v1")
+    (d / "head.json").write_text('{"format": "audiofm-head", "kind": "lin')
+    with pytest.raises(ckpt.CheckpointError, match="head.json is corrupt or truncated"):
+        audiofm.load(d)
+    shutil.copy(V1_CLF / "head.json", d / "head.json")
+    f = d / "head.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError, match="head.safetensors: corrupt or truncated"):
+        audiofm.load(d)
+    (d / "head.safetensors").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="head.safetensors is missing"):
+        audiofm.load(d)
