@@ -56,7 +56,7 @@ def setup(tmp_path_factory):
     task = make_hear_task(root, "toy", folds=3, per_class=6, labels=("a", "b", "c"))
     torch.manual_seed(0)
     base = audiofm.create_model("msm_vit_debug", segment_seconds=1.0, encoder={"frontend": {"mean": -3.5, "std": 2.7}})
-    ckpt.save_checkpoint(root / "base", base.cfg, base)
+    ckpt.save_checkpoint(root / "base", ckpt.CheckpointSpec.from_model_config(base.cfg), base)
     return task, root / "base"
 
 

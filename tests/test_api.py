@@ -78,3 +78,25 @@ def test_intermediate_layer(emb):
     w = np.random.default_rng(4).standard_normal(16000).astype(np.float32)
     e0 = random_like("msm_vit_debug", layer=0).embed(w, 16000)
     assert e0.clip.shape == (64,) and not np.allclose(e0.clip, emb.embed(w, 16000).clip)
+
+
+def test_embedder_from_an_encoder_and_one_pooling_definition():
+    import torch
+
+    from audiofm.api import Embedder
+    from audiofm.models import create_model
+    from audiofm.models.encoder import pool_frames
+
+    torch.manual_seed(0)
+    enc = create_model("msm_vit_debug").encoder
+    w = np.random.default_rng(5).standard_normal(40000).astype(np.float32)  # several 1 s chunks
+    for pooling in ("mean", "max", "meanmax"):
+        e = Embedder(enc, segment_seconds=1.0, name="enc", weights_id="w", pooling=pooling).embed(w, 16000)
+        ref = pool_frames(torch.from_numpy(e.frames)[None], None, pooling)[0].numpy()
+        np.testing.assert_array_equal(e.clip, ref)
+    np.testing.assert_allclose(e.clip, np.concatenate([e.frames.mean(0), e.frames.max(0)]), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # one chunk: the encoder's own differentiable clip embedding
+        short = w[:15000]
+        one = Embedder(enc, segment_seconds=1.0, name="enc", weights_id="w", pooling="meanmax").embed(short, 16000)
+        ref = enc.eval().clip_embedding(torch.from_numpy(short)[None], pooling="meanmax")[0].numpy()
+    np.testing.assert_allclose(one.clip, ref, atol=1e-5)

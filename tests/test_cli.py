@@ -50,7 +50,7 @@ def test_config_file_and_resume(tmp_path, audio_folder, capsys):
                    "train:\n  max_steps: 2\n  batch_size: 2\n  warmup_steps: 1\n  log_every: 1\n")
     run = tmp_path / "run"
     assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 0
-    assert json.loads((run / "model" / "config.json").read_text())["model"]["mask_mode"] == "time"
+    assert json.loads((run / "model" / "config.json").read_text())["model"]["pretraining"]["mask_mode"] == "time"
     assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--max-steps", "4", "--resume",

@@ -96,12 +96,12 @@ def test_evaluate_logmel_end_to_end(tasks: Path, small_config: Path, tmp_path: P
 
 def test_models_random_baseline_and_comparisons(tasks: Path, small_config: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from audiofm.checkpoint import save_checkpoint
+    from audiofm.checkpoint import CheckpointSpec, save_checkpoint
     from audiofm.models.registry import build_model, model_config
 
     cfg = model_config("msm_vit_debug")
     torch.manual_seed(3)
-    ckpt = save_checkpoint(tmp_path / "tiny", cfg, build_model(cfg))
+    ckpt = save_checkpoint(tmp_path / "tiny", CheckpointSpec.from_model_config(cfg), build_model(cfg))
     run = tmp_path / "run"
     rc = main(["evaluate", "--model", str(ckpt), "--baseline", "logmel,random", "--tasks", str(tasks),
                "--only", "pitch-kfold", "--out", str(run), "--seeds", "2", "--max-folds", "2",

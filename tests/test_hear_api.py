@@ -67,12 +67,12 @@ def test_errors() -> None:
 
 def test_load_model_from_checkpoint(tmp_path) -> None:
     import audiofm
-    from audiofm.checkpoint import save_checkpoint
+    from audiofm.checkpoint import CheckpointSpec, save_checkpoint
     from audiofm.models.registry import build_model, model_config
 
     cfg = model_config("msm_vit_debug")
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "ckpt", cfg, build_model(cfg))
+    ckpt = save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
     model = hear.load_model(str(ckpt), pooling="meanmax")
     assert model.scene_embedding_size == 2 * model.timestamp_embedding_size
     audio = _audio(2, 16000)

@@ -18,7 +18,7 @@ def forward_embedder(tmp_path, preset: str, **kw):
     torch.manual_seed(0)
     model = create_model(preset, segment_seconds=1.0, encoder={"backbone_cfg": {"direction": "forward"},
                                                               "frontend": {"mean": -4.0, "std": 3.0}})
-    ckpt.save_checkpoint(tmp_path / preset, model.cfg, model)
+    ckpt.save_checkpoint(tmp_path / preset, ckpt.CheckpointSpec.from_model_config(model.cfg), model)
     return load(tmp_path / preset, chunk_seconds=None, **kw)
 
 

@@ -3,6 +3,7 @@
 >>> import audiofm
 >>> model = audiofm.load("runs/my_run")          # a checkpoint or run directory
 >>> emb = model.embed(wave, sr)                   # emb.clip (D,), emb.frames (T, D), emb.timestamps (T,)
+>>> audiofm.load("runs/my_classifier").predict(wave, sr)   # a "classifier" checkpoint: probabilities (C,)
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def load(path: str, **kwargs: Any) -> Embedder:
-    """Load a checkpoint (or run) directory as an :class:`~audiofm.api.Embedder`."""
+    """Load a checkpoint (or run) directory as an :class:`~audiofm.api.Embedder` (a
+    :class:`~audiofm.api.Classifier` for a "classifier" checkpoint)."""
     from .api import load as _load
 
     return _load(path, **kwargs)

@@ -5,6 +5,9 @@ that overlap by ``n_fft - hop`` samples, so every chunk yields whole time patche
 stitched frames are exactly the frames of the whole signal; each chunk is encoded on its own
 (positions restart per chunk, as in training). ``chunk_seconds=None`` encodes the whole input in
 one pass (the recurrent backbones' memory is linear in length).
+
+The embedder is built from the checkpoint's encoder config alone (no decoder); a "classifier"
+checkpoint loads as a :class:`Classifier`, whose ``predict(wave, sr)`` adds its task head.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +27,8 @@ from . import checkpoint as ckpt
 from .audio import prepare
 from .config import to_dict
 from .embedding import Embeddings
-from .models.encoder import POOLINGS, AudioEncoder
-from .models.msm import ModelConfig
-from .models.registry import build_model, model_config
+from .models.encoder import POOLINGS, AudioEncoder, pool_frames
+from .models.heads import Head, build_head
 
 if TYPE_CHECKING:
     from .stream import EmbeddingStream
@@ -47,6 +50,8 @@ def _default_device() -> torch.device:
 class Embedder:
     """Deterministic clip and frame embeddings from an audiofm encoder (an ``AudioEmbedder``).
 
+    segment_seconds: the encoder's training crop (the default ``chunk_seconds``). name /
+    weights_id: identify the model (``weights_id`` enters :meth:`fingerprint`).
     layer: encoder block whose output is used (-1 = last, after the final norm).
     pooling: clip pooling over frames: 'mean', 'max' or 'meanmax' (concatenated, 2·D dims).
     Frames are the mean over frequency patches of each time patch.
@@ -55,8 +60,8 @@ class Embedder:
     def __init__(
         self,
         encoder: AudioEncoder,
-        config: ModelConfig,
         *,
+        segment_seconds: float,
         name: str,
         weights_id: str,
         layer: int = -1,
@@ -72,30 +77,32 @@ class Embedder:
             raise ValueError(f"layer {layer} out of range for a {depth}-block encoder")
         self.device = torch.device(device) if device is not None else _default_device()
         self.encoder = encoder.to(self.device).eval()
-        self.config = config
+        self.encoder_config = cfg = encoder.cfg
+        self.segment_seconds = float(segment_seconds)
         self.name = name
         self.weights_id = weights_id
         self.layer = layer
         self.pooling = pooling
         self.batch_size = batch_size
-        fe = config.encoder.frontend
+        fe = cfg.frontend
         self.sample_rate = fe.sample_rate
-        self.frame_dim = config.encoder.dim
+        self.frame_dim = cfg.dim
         self.embed_dim = self.frame_dim * (2 if pooling == "meanmax" else 1)
-        self.patch_seconds = config.encoder.patch_seconds
+        self.patch_seconds = cfg.patch_seconds
         if chunk_seconds == _AUTO:
-            chunk_seconds = config.segment_seconds
+            chunk_seconds = self.segment_seconds
         self.chunk_seconds: float | None = None if chunk_seconds in (None, 0) else float(chunk_seconds)
         if self.chunk_seconds is not None:
             k = max(1, round(self.chunk_seconds / self.patch_seconds))
-            self._chunk_hop = k * config.encoder.patch_t * fe.hop_length  # samples between chunks
+            self._chunk_hop = k * cfg.patch_t * fe.hop_length  # samples between chunks
             self._chunk_len = self._chunk_hop + fe.fft_size - fe.hop_length
 
     # -- AudioEmbedder --------------------------------------------------------------------
     def fingerprint(self) -> str:
+        """A cache key: weights id, encoder config and embedding settings."""
         spec = {"weights": self.weights_id, "layer": self.layer, "pooling": self.pooling,
-                "chunk": self.chunk_seconds, "config": to_dict(self.config)}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+                "chunk": self.chunk_seconds, "encoder": to_dict(self.encoder_config)}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def embed(self, wave: np.ndarray, sr: int) -> Embeddings:
         """Embeddings of one mono (or (T, C)) waveform at rate ``sr``."""
@@ -129,8 +136,8 @@ class Embedder:
 
     def timestamps(self, n: int, start: int = 0) -> np.ndarray:
         """Centre (seconds) of time patches start..start+n-1 of a signal starting at 0."""
-        fe = self.config.encoder.frontend
-        pt = self.config.encoder.patch_t
+        fe = self.encoder_config.frontend
+        pt = self.encoder_config.patch_t
         idx = np.arange(start, start + n, dtype=np.float64)
         return ((idx * pt + (pt - 1) / 2) * fe.hop_length + fe.fft_size / 2) / fe.sample_rate
 
@@ -153,43 +160,87 @@ class Embedder:
         return [arr[i, : int(c)] for i, c in enumerate(counts)]
 
     def _pool(self, frames: np.ndarray) -> np.ndarray:
-        if self.pooling == "mean":
-            return frames.mean(axis=0)
-        if self.pooling == "max":
-            return frames.max(axis=0)
-        return np.concatenate([frames.mean(axis=0), frames.max(axis=0)])
+        """Clip embedding of ``frames (T, D)`` by this embedder's pooling (:func:`pool_frames`)."""
+        return pool_frames(torch.from_numpy(np.ascontiguousarray(frames))[None], None, self.pooling)[0].numpy()
 
     def __repr__(self) -> str:
         return (f"Embedder({self.name!r}, dim={self.embed_dim}, rate={self.sample_rate}, layer={self.layer}, "
                 f"pooling={self.pooling!r}, chunk_seconds={self.chunk_seconds})")
 
 
-def _encoder_state(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """Encoder weights from a full-model state dict (decoder weights are ignored)."""
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    if not enc:
-        raise ckpt.CheckpointError(f"{where}: the weights contain no encoder (no 'encoder.*' keys)")
-    return enc
+class Classifier(Embedder):
+    """A "classifier" checkpoint: the embedder plus its task head. :meth:`predict` gives class
+    probabilities (softmax for multiclass, sigmoid for multilabel) in ``vocabulary`` order; the
+    head reads the clip embedding of its own ``layer`` and ``pooling``."""
+
+    def __init__(self, encoder: AudioEncoder, head: Head, *, vocabulary: Sequence[str], prediction_type: str,
+                 **kwargs: Any) -> None:
+        super().__init__(encoder, **kwargs)
+        if prediction_type not in ckpt.PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {ckpt.PREDICTION_TYPES}, got {prediction_type!r}")
+        self.head = head.to(self.device).eval()
+        self.vocabulary: list[str] = list(vocabulary)
+        self.prediction_type = prediction_type
+
+    def predict(self, wave: np.ndarray, sr: int) -> np.ndarray:
+        """Class probabilities ``(C,)`` of one waveform at rate ``sr``."""
+        return self.predict_batch([wave], sr)[0]
+
+    def predict_batch(self, waves: list[np.ndarray], sr: int) -> np.ndarray:
+        """Class probabilities ``(N, C)`` of ``waves`` at rate ``sr``."""
+        if not waves:
+            return np.zeros((0, len(self.vocabulary)), dtype=np.float32)
+        z = np.stack([np.asarray(e.clip, dtype=np.float32) for e in self.embed_batch(waves, sr)])  # (N, D)
+        with torch.inference_mode():
+            logits = self.head(torch.from_numpy(z).to(self.device)).float()  # (N, C)
+        p = logits.softmax(dim=-1) if self.prediction_type == "multiclass" else logits.sigmoid()
+        return p.cpu().numpy()
+
+    def __repr__(self) -> str:
+        return (f"Classifier({self.name!r}, {len(self.vocabulary)} {self.prediction_type} classes, "
+                f"rate={self.sample_rate}, layer={self.layer}, pooling={self.pooling!r})")
 
 
 def load(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) -> Embedder:
-    """Load a checkpoint or run directory as an :class:`Embedder` (kwargs: see Embedder)."""
+    """Load a checkpoint or run directory as an :class:`Embedder` (kwargs: see Embedder), or a
+    :class:`Classifier` for a "classifier" checkpoint. Builds the encoder from the checkpoint's
+    encoder config only (never a decoder) and loads its ``encoder.*`` weights."""
     d = ckpt.resolve(path)
-    config = ckpt.load_config(d)
-    model = build_model(config)
-    state = _encoder_state(ckpt.load_state_dict(d), str(d))
-    ckpt.load_weights(model.encoder, state, str(d), strict=strict)
+    spec = ckpt.load_spec(d)
+    state = ckpt.load_state_dict(d)
+    encoder = AudioEncoder(spec.encoder)
+    ckpt.load_weights(encoder, ckpt.component(state, "encoder", str(d)), str(d), strict=strict)
     kwargs.setdefault("name", Path(path).name)
-    return Embedder(model.encoder, config, weights_id=ckpt.content_hash(d), **kwargs)
+    kwargs.update(segment_seconds=spec.segment_seconds, weights_id=ckpt.weights_id(d))
+    if spec.kind != "classifier":
+        return Embedder(encoder, **kwargs)
+    h = spec.head
+    assert h is not None and h.vocabulary is not None and h.prediction_type is not None  # checked by the spec
+    for key in ("layer", "pooling"):
+        if key in kwargs and kwargs[key] != getattr(h, key):
+            raise ValueError(f"{d}: this classifier's head reads {key}={getattr(h, key)!r}; "
+                             f"cannot load it with {key}={kwargs[key]!r}")
+    kwargs.update(layer=h.layer, pooling=h.pooling)
+    head = build_head(h.type, **h.config)
+    ckpt.load_weights(head, ckpt.component(state, "head", str(d)), f"{d} head", strict=strict)
+    return Classifier(encoder, head, vocabulary=h.vocabulary, prediction_type=h.prediction_type, **kwargs)
 
 
 def random_like(path_or_name: str | os.PathLike[str], seed: int = 0, **kwargs: Any) -> Embedder:
-    """The same architecture (and front-end statistics) as a checkpoint or preset, randomly
-    initialised with ``seed`` — the 'random' baseline."""
+    """The same encoder architecture (and front-end statistics) as a checkpoint or preset,
+    randomly initialised with ``seed`` — the 'random' baseline.
+
+    The encoder is initialised exactly as MSM pretraining initialises it (the pretraining model
+    is built under the seed and only its encoder kept), so a seed gives the same weights as the
+    starting point of a pretraining run and as earlier audiofm versions.
+    """
+    from .models.msm import MSMModel
+    from .models.registry import model_config
+
     p = Path(path_or_name)
-    config = ckpt.load_config(p) if p.exists() else model_config(str(path_or_name))
+    spec = ckpt.load_spec(p) if p.exists() else ckpt.CheckpointSpec.from_model_config(model_config(str(path_or_name)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(config)
-    kwargs.setdefault("name", f"random-{config.name}")
-    return Embedder(model.encoder, config, weights_id=f"random-seed{seed}", **kwargs)
+        encoder = MSMModel(spec.model_config()).encoder
+    kwargs.setdefault("name", f"random-{spec.name}")
+    return Embedder(encoder, segment_seconds=spec.segment_seconds, weights_id=f"random-seed{seed}", **kwargs)

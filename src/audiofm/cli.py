@@ -157,35 +157,33 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoint as ckpt
-    from .config import to_dict
-    from .models import build_model, count_parameters, list_models
+    from .models import list_models
 
     if args.list or not args.ckpt:
         print("\n".join(list_models()))
         return 0
-    info = ckpt.read_info(args.ckpt)
-    cfg = ckpt.load_config(args.ckpt)
-    model = build_model(cfg)
-    fe = cfg.encoder.frontend
-    summary = {
-        "checkpoint": info["path"], "model": cfg.name, "backbone": cfg.encoder.backbone,
-        "backbone_cfg": cfg.encoder.backbone_cfg, "patch": [cfg.encoder.patch_f, cfg.encoder.patch_t],
-        "encoder_parameters": count_parameters(model.encoder), "total_parameters": count_parameters(model),
-        "embedding_dim": cfg.encoder.dim, "frontend": to_dict(fe), "step": info.get("step"),
-        "data_fingerprint": info.get("data_fingerprint"), "created": info.get("created"),
-        "format_version": info.get("format_version"), "audiofm_version": info.get("audiofm_version"),
-    }
+    s = ckpt.describe(args.ckpt)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(s, indent=2))
         return 0
-    print(f"{summary['checkpoint']}\n  model      {cfg.name} ({cfg.encoder.backbone}, "
-          f"{summary['encoder_parameters'] / 1e6:.2f} M encoder / {summary['total_parameters'] / 1e6:.2f} M total)")
-    print(f"  backbone   {cfg.encoder.backbone_cfg}")
-    print(f"  patches    {cfg.encoder.patch_f}x{cfg.encoder.patch_t}; embedding {cfg.encoder.dim}-d; "
-          f"mask {cfg.mask_mode} {cfg.mask_ratio}; encoder input {cfg.encoder_input}")
-    print(f"  front end  {fe.sample_rate} Hz, {fe.win_ms} ms window, {fe.hop_ms} ms hop, {fe.n_mels} mels, "
-          f"mean {fe.mean} std {fe.std}")
-    print(f"  trained    step {summary['step']}, data {summary['data_fingerprint']}, {summary['created']}")
+    comps, n = s["components"], s["parameters"]
+    print(f"{s['checkpoint']}\n  kind       {s['kind']} ({', '.join(comps)}), model {s['model']}; "
+          + ", ".join(f"{n[k] / 1e6:.2f} M {k}" for k in comps) + f" / {n['total'] / 1e6:.2f} M total")
+    enc, fe = comps["encoder"], comps["encoder"]["frontend"]
+    print(f"  encoder    {enc['backbone']} {enc['backbone_cfg']}; patches {enc['patch'][0]}x{enc['patch'][1]}; "
+          f"embedding {enc['dim']}-d")
+    print(f"  front end  {fe['sample_rate']} Hz, {fe['win_ms']} ms window, {fe['hop_ms']} ms hop, "
+          f"{fe['n_mels']} mels, mean {fe['mean']} std {fe['std']}")
+    if "decoder" in comps:
+        dec = comps["decoder"]
+        print(f"  decoder    {dec['dim']}-d x {dec['depth']}; mask {dec['mask_mode']} {dec['mask_ratio']}; "
+              f"encoder input {dec['encoder_input']}")
+    if "head" in comps:
+        h = comps["head"]
+        print(f"  head       {h['type']} {h['config']}; {h['classes']} {h['prediction_type']} classes "
+              f"(layer {h['layer']}, {h['pooling']} pooling)")
+    print(f"  trained    step {s['step']}, data {s['data_fingerprint']}, {s['created']}; "
+          f"format {s['format_version']}")
     return 0
 
 

@@ -305,7 +305,8 @@ def embed_store(encoder: AudioEncoder, config: ModelConfig, store: ClipStore, ba
     """Deterministic clip embeddings ``(N, D)`` of every clip in ``store`` (whole clips, chunked
     like :func:`audiofm.load`; leaves the encoder in eval mode)."""
     device = next(encoder.parameters()).device
-    emb = Embedder(encoder, config, name="adapt", weights_id="training", device=device, batch_size=batch_size)
+    emb = Embedder(encoder, segment_seconds=config.segment_seconds, name="adapt", weights_id="training",
+                   device=device, batch_size=batch_size)
     n = len(store)
     order = sorted(range(n), key=lambda i: len(store.wave(i)))
     out = np.zeros((n, emb.embed_dim), dtype=np.float32)
@@ -539,7 +540,7 @@ def load_base(name_or_path: str, seed: int = 0) -> tuple[MSMModel, dict[str, Any
         d = ckpt.resolve(p)
         model = build_model(ckpt.load_config(d))
         ckpt.load_weights(model, ckpt.load_state_dict(d), str(d))
-        return model, {"checkpoint": str(d), "weights": ckpt.content_hash(d)}
+        return model, {"checkpoint": str(d), "weights": ckpt.weights_id(d)}
     if name_or_path in list_models():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -602,7 +603,8 @@ def _write_checkpoint(out: Path, recipe: _TaskRecipe, meta: dict[str, Any]) -> N
     from safetensors.torch import save_file
 
     tmp = out / f".final-tmp-{os.getpid()}"
-    ckpt.save_checkpoint(tmp, recipe.config, recipe.msm, None, meta, overwrite=True)
+    spec = ckpt.CheckpointSpec.from_model_config(recipe.config)
+    ckpt.save_checkpoint(tmp, spec, recipe.msm, None, meta, overwrite=True)
     if isinstance(recipe, SupervisedRecipe):
         head = recipe.model.head
         assert isinstance(head, ClassifierHead)

@@ -247,14 +247,15 @@ class Engine:
                  "world_size": self.dist.world, "early_stop": dict(self.best)}
         meta = {"step": self.step, "data_fingerprint": self.data_fingerprint}
         path = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
-        ckpt.save_checkpoint(path, self.recipe.config, self._raw_model(), state, meta, overwrite=True)
+        spec = ckpt.CheckpointSpec.from_model_config(self.recipe.config)
+        ckpt.save_checkpoint(path, spec, self._raw_model(), state, meta, overwrite=True)
         steps = sorted(d for d in path.parent.iterdir() if d.name.startswith("step_"))
         for old in steps[: max(0, len(steps) - self.cfg.keep_checkpoints)]:
             import shutil
 
             shutil.rmtree(old)
         if final:
-            ckpt.save_checkpoint(self.run_dir / "model", self.recipe.config, self._raw_model(), None,
+            ckpt.save_checkpoint(self.run_dir / "model", spec, self._raw_model(), None,
                                  meta, overwrite=True)
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.step, path)
@@ -306,7 +307,8 @@ class Engine:
         elif not math.isnan(score) and (best is None or score > best):
             self.best.update(score=score, step=self.step, stale=0)
             if self.dist.main:
-                ckpt.save_checkpoint(self.run_dir / "best", self.recipe.config, self._raw_model(), None,
+                spec = ckpt.CheckpointSpec.from_model_config(self.recipe.config)
+                ckpt.save_checkpoint(self.run_dir / "best", spec, self._raw_model(), None,
                                      {"step": self.step, "score": score, "data_fingerprint": self.data_fingerprint},
                                      overwrite=True)
         else:
