@@ -117,3 +117,18 @@ def test_ddp_two_processes_match_one(tmp_path, audio_folder):
     # noise: bound the gap well below one step (lr 5e-4) and its mean far below that
     diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert diffs.max() < 1e-4 and diffs.mean() < 1e-6
+
+
+def test_budget_calibration_sets_the_schedule(tmp_path, audio_folder):
+    """``budget_minutes``: the pretraining recipe is timed (Batch interface, training device) and
+    the step count replaces ``max_steps`` (warm-up 10 %); a resume keeps the calibrated schedule."""
+    cfg = _cfg(audio_folder, steps=10_000)
+    cfg.budget_minutes = 0.01
+    res = pretrain(cfg, tmp_path / "b", progress=False)
+    steps = cfg.train.max_steps
+    assert 1 <= steps < 10_000 and cfg.train.warmup_steps == max(1, steps // 10)
+    assert res["status"] == "completed" and res["step"] == steps
+    again = _cfg(audio_folder, steps=10_000)
+    again.budget_minutes = 0.01
+    again.train.max_steps += 1  # the saved schedule wins over any new one
+    assert pretrain(again, tmp_path / "b", resume=True, progress=False)["step"] == steps

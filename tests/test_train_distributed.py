@@ -5,7 +5,11 @@ the refusal of gradient accumulation for such losses, and budget calibration (ra
 from __future__ import annotations
 
 import json
+import os
+import signal
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +31,8 @@ WORLD = 2
 def _worker(rank: int, out: Path) -> None:
     """Every 2-process case in one pair of processes (starting them is the slow part)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=120))  # a collective mismatch fails, not hangs
     try:
         _gather_case(rank, out)
         _engine_case(rank, out)
@@ -146,11 +151,14 @@ class CoupledRecipe:
             np.sin(2 * np.pi * 300 * (1 + int(c)) * t) + 0.1 * rng.standard_normal(t.size)
             for c in self.labels]).astype(np.float32))
         self.gather = gather
+        self.interrupt: tuple[int, int] | None = None  # (rank, step) that sends itself SIGINT
 
     def num_examples(self) -> int:
         return len(self.waves)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        if self.interrupt == (batch.rank, batch.step):
+            os.kill(os.getpid(), signal.SIGINT)
         wave = self.waves[batch.ids]
         if not self.gather:
             return coupled_loss(model(wave), self.labels[batch.ids]), {}
@@ -163,14 +171,19 @@ def _train_cfg() -> TrainConfig:
                        seed=2, device="cpu")
 
 
-def _fit(run: Path, gather: bool) -> dict[str, Tensor]:
+def _fit(run: Path, gather: bool, resume: bool = False, interrupt: tuple[int, int] | None = None
+         ) -> dict[str, Any]:
     recipe = CoupledRecipe(gather)
-    Engine(recipe, _train_cfg(), run, progress=False).fit()
-    return {k: v.detach().clone() for k, v in recipe.model.state_dict().items()}
+    recipe.interrupt = interrupt
+    res = Engine(recipe, _train_cfg(), run, resume=resume, progress=False).fit()
+    return {**res, "state": {k: v.detach().clone() for k, v in recipe.model.state_dict().items()}}
 
 
 def _engine_case(rank: int, out: Path) -> None:
     res = {name: _fit(out / f"two_{name}", gather) for name, gather in (("gather", True), ("local", False))}
+    # rank 1 alone is interrupted during step 1: both processes stop after it, then resume
+    res["interrupted"] = _fit(out / "two_resumed", True, interrupt=(1, 1))
+    res["resumed"] = _fit(out / "two_resumed", True, resume=True)
     torch.save(res, out / f"engine{rank}.pt")
 
 
@@ -181,18 +194,30 @@ def _losses(run: Path) -> list[float]:
 def test_batch_coupled_loss_two_processes_match_one(two_processes, tmp_path):
     """The engine with a batch-coupled loss: 2 processes × 4 clips == 1 process × 8 clips when
     the loss is computed over ``batch.gather``; clearly not without it."""
-    one = _fit(tmp_path / "one", gather=True)
+    one = _fit(tmp_path / "one", gather=True)["state"]
     two = [torch.load(two_processes / f"engine{r}.pt") for r in range(WORLD)]
     for k in one:  # the two processes hold the same weights
-        assert torch.equal(two[0]["gather"][k], two[1]["gather"][k])
+        assert torch.equal(two[0]["gather"]["state"][k], two[1]["gather"]["state"][k])
     assert _losses(two_processes / "two_gather") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
     # gradients are averaged in a different order, so Adam's normalised steps differ by float
     # noise: bound the gap well below one step (lr 1e-3) and its mean far below that
-    gap = torch.cat([(one[k] - two[0]["gather"][k]).abs().flatten() for k in one])
+    gap = torch.cat([(one[k] - two[0]["gather"]["state"][k]).abs().flatten() for k in one])
     assert gap.max() < 1e-4 and gap.mean() < 1e-6
-    local = torch.cat([(one[k] - two[0]["local"][k]).abs().flatten() for k in one])
+    local = torch.cat([(one[k] - two[0]["local"]["state"][k]).abs().flatten() for k in one])
     assert local.mean() > 1e-5  # the micro-batch loss is a different objective
     assert _losses(two_processes / "two_local")[0] != pytest.approx(_losses(tmp_path / "one")[0], rel=1e-3)
+
+
+def test_two_processes_stop_together_and_resume_exactly(two_processes):
+    """A signal seen by one process stops every process at the same step (none is left waiting
+    in a collective), with a checkpoint; resuming with 2 processes retraces the uninterrupted run."""
+    two = [torch.load(two_processes / f"engine{r}.pt") for r in range(WORLD)]
+    assert [(t["interrupted"]["status"], t["interrupted"]["step"]) for t in two] == [("interrupted", 2)] * 2
+    assert (two_processes / "two_resumed" / "checkpoints" / "step_00000002").is_dir()
+    assert [t["resumed"]["status"] for t in two] == ["completed"] * 2
+    full, resumed = two[0]["gather"]["state"], two[0]["resumed"]["state"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert _losses(two_processes / "two_resumed") == _losses(two_processes / "two_gather")
 
 
 def test_batch_coupled_recipe_refuses_accumulation(tmp_path):

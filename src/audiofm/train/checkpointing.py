@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from ..runinfo import write_run_info
 from .distributed import Dist, barrier
 from .metric_logging import truncate_metrics
 
+if TYPE_CHECKING:
+    from .engine import Recipe
+
 
 class RunDirError(ValueError):
     """The run directory holds a run when starting, or none when resuming."""
@@ -34,7 +37,7 @@ class Checkpointer:
     """Saves and restores the checkpoints of ``recipe`` in ``run_dir`` (writes on the main
     process only). ``on_checkpoint(step, path)`` is called after each periodic save."""
 
-    def __init__(self, recipe: Any, run_dir: str | os.PathLike[str], d: Dist, *, keep: int = 2,
+    def __init__(self, recipe: Recipe, run_dir: str | os.PathLike[str], d: Dist, *, keep: int = 2,
                  data_fingerprint: dict[str, Any] | None = None,
                  on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
         self.recipe = recipe

@@ -3,8 +3,13 @@ so a resumed run retraces an uninterrupted one and N processes split one global 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .engine import Recipe
 
 
 def mix(*xs: int) -> int:
@@ -40,11 +45,11 @@ def seed_step(seed: int, step: int, rank: int) -> None:
     torch.manual_seed(mix(seed, step, rank, 7))
 
 
-def global_batch(recipe: object, seed: int, step: int, batch_size: int) -> tuple[list[int], list[int]]:
+def global_batch(recipe: Recipe, seed: int, step: int, batch_size: int) -> tuple[list[int], list[int]]:
     """The global batch at ``step``: the recipe's ``batch_ids(seed, step, batch_size)`` when it
     has one (e.g. class-balanced sampling), else :func:`batch_ids` over ``num_examples()``."""
     own = getattr(recipe, "batch_ids", None)
     if own is not None:
         ids, seeds = own(seed, step, batch_size)
         return list(ids), list(seeds)
-    return batch_ids(seed, step, batch_size, recipe.num_examples())  # type: ignore[attr-defined]
+    return batch_ids(seed, step, batch_size, recipe.num_examples())

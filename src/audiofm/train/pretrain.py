@@ -46,7 +46,8 @@ class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
     budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
-    wall time on this machine (timed on the real recipe before training; warm-up scaled to 10 %)."""
+    wall time on this machine (the real recipe timed on the training device by the main process
+    before training, the count shared by all processes; warm-up scaled to 10 %)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)

@@ -13,20 +13,21 @@ from torch import nn
 from .distributed import Dist, broadcast_object
 
 if TYPE_CHECKING:
-    from .engine import TrainConfig
+    from .engine import Recipe, TrainConfig
 
 
 class Validator:
     """Runs ``recipe.evaluate`` every ``cfg.evaluate_every`` steps (main process; the result is
     broadcast) and calls ``save_best(step, score)`` on improvement."""
 
-    def __init__(self, recipe: Any, cfg: TrainConfig, d: Dist, save_best: Callable[[int, float], None]) -> None:
+    def __init__(self, recipe: Recipe, cfg: TrainConfig, d: Dist, save_best: Callable[[int, float], None]) -> None:
         if cfg.evaluate_every < 0 or cfg.patience < 0:
             raise ValueError("evaluate_every and patience must be ≥ 0")
-        if cfg.evaluate_every and getattr(recipe, "evaluate", None) is None:
+        self.evaluate: Callable[[nn.Module], dict[str, float]] | None = getattr(recipe, "evaluate", None)
+        if cfg.evaluate_every and self.evaluate is None:
             raise ValueError(f"evaluate_every={cfg.evaluate_every} but {type(recipe).__name__} has no "
                              "evaluate(model) method; set evaluate_every: 0")
-        self.recipe = recipe
+        self.name = type(recipe).__name__
         self.cfg = cfg
         self.dist = d
         self.save_best = save_best
@@ -49,11 +50,12 @@ class Validator:
         starting weights, eligible for "best" only with ``select_start``."""
         res: dict[str, Any] = {}
         if self.dist.main:
+            assert self.evaluate is not None
             was_training = model.training
-            res = {k: float(v) for k, v in self.recipe.evaluate(model).items()}
+            res = {k: float(v) for k, v in self.evaluate(model).items()}
             model.train(was_training)
             if "score" not in res:
-                raise KeyError(f"{type(self.recipe).__name__}.evaluate() must return a 'score' "
+                raise KeyError(f"{self.name}.evaluate() must return a 'score' "
                                f"(higher is better); got {sorted(res)}")
         res = broadcast_object(res, self.dist)
         score, best = res["score"], self.state["score"]
