@@ -84,10 +84,14 @@ def test_run_dir_is_never_overwritten(tmp_path, audio_folder):
 def test_accumulation_matches_full_batch(tmp_path, audio_folder):
     pretrain(_cfg(audio_folder, steps=4), tmp_path / "a", progress=False)
     pretrain(_cfg(audio_folder, steps=4, accum_steps=2), tmp_path / "b", progress=False)
+    assert _losses(tmp_path / "a") == pytest.approx(_losses(tmp_path / "b"), rel=1e-5)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    # summing two half-batch gradients rounds differently from one full batch, and Adam turns a
+    # near-zero gradient's rounding into a step of up to ±lr: bound the gap well below one step
+    # (lr 5e-4) and its mean far below that
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diffs.max() < 1e-4 and diffs.mean() < 1e-6
 
 
 def test_ddp_two_processes_match_one(tmp_path, audio_folder):
@@ -113,3 +117,18 @@ def test_ddp_two_processes_match_one(tmp_path, audio_folder):
     # noise: bound the gap well below one step (lr 5e-4) and its mean far below that
     diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert diffs.max() < 1e-4 and diffs.mean() < 1e-6
+
+
+def test_budget_calibration_sets_the_schedule(tmp_path, audio_folder):
+    """``budget_minutes``: the pretraining recipe is timed (Batch interface, training device) and
+    the step count replaces ``max_steps`` (warm-up 10 %); a resume keeps the calibrated schedule."""
+    cfg = _cfg(audio_folder, steps=10_000)
+    cfg.budget_minutes = 0.01
+    res = pretrain(cfg, tmp_path / "b", progress=False)
+    steps = cfg.train.max_steps
+    assert 1 <= steps < 10_000 and cfg.train.warmup_steps == max(1, steps // 10)
+    assert res["status"] == "completed" and res["step"] == steps
+    again = _cfg(audio_folder, steps=10_000)
+    again.budget_minutes = 0.01
+    again.train.max_steps += 1  # the saved schedule wins over any new one
+    assert pretrain(again, tmp_path / "b", resume=True, progress=False)["step"] == steps

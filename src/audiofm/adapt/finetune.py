@@ -48,7 +48,7 @@ from ..models.encoder import AudioEncoder
 from ..models.heads import ClassifierHead, ProjectionHead
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, list_models, model_config
-from ..train.engine import Engine, TrainConfig
+from ..train.engine import Batch, Engine, TrainConfig
 from .augment import AugmentConfig, augment_wave, mixup_pairs, pad_batch, spec_mask
 from .losses import supcon_loss
 from .sampler import ClassBalancedSampler, auto_clips_per_class, seed_of
@@ -430,8 +430,8 @@ class SupervisedRecipe(_TaskRecipe):
         # one-vs-rest: sum over classes, mean over clips (as the probes)
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
 
-    def loss(self, model: nn.Module, ids: list[int], seeds: list[int], step: int,
-             part: tuple[int, int]) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        ids, seeds, step = batch.ids, batch.seeds, batch.step
         sc = self.cfg.supervised
         device = next(model.parameters()).device
         x, lengths, mask = self.views(ids, seeds)
@@ -441,7 +441,7 @@ class SupervisedRecipe(_TaskRecipe):
         target = (1 - eps) * y + eps / (C if self.prediction_type == MULTICLASS else 2)
         mix = None
         if sc.mixup_alpha > 0:
-            perm, lam = mixup_pairs(len(ids), sc.mixup_alpha, seed_of(self.seed, step, part[0], 9))
+            perm, lam = mixup_pairs(len(ids), sc.mixup_alpha, seed_of(self.seed, step, batch.offset, 9))
             target = lam[:, None] * target + (1 - lam[:, None]) * target[perm]
             if sc.mixup_level == "waveform":
                 x = lam[:, None] * x + (1 - lam[:, None]) * x[perm]
@@ -497,8 +497,8 @@ class ContrastiveRecipe(_TaskRecipe):
     def batch_ids(self, seed: int, step: int, batch_size: int) -> tuple[list[int], list[int]]:
         return self.sampler(seed, step, batch_size)
 
-    def loss(self, model: nn.Module, ids: list[int], seeds: list[int], step: int,
-             part: tuple[int, int]) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        ids, seeds = batch.ids, batch.seeds
         device = next(model.parameters()).device
         a = self.cfg.augment
         waves = [augment_wave(self.store.wave(i), self.crop, a, seed_of(s, v))

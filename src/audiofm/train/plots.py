@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from ..io import atomic_path
+
 
 def plot_loss(metrics: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path | None:
     """Loss (log scale) against step from a metrics JSONL file; None when there is nothing to plot."""
@@ -26,8 +28,7 @@ def plot_loss(metrics: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
     ax.grid(alpha=0.3, which="both")
     ax.set_title(Path(out).parent.name)
     fig.tight_layout()
-    tmp = Path(out).with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, out)
     return Path(out)

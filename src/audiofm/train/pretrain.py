@@ -12,13 +12,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import CheckpointSpec
 from ..config import from_dict, merge, to_dict
 from ..data import Row, fingerprint, read_rows
 from ..data.dataset import ClipStore
 from ..frontend import LogMel
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, model_config
-from .engine import Engine, TrainConfig, _mix, batch_ids
+from .budget import calibrate_steps
+from .data_order import mix
+from .distributed import setup
+from .engine import Batch, Engine, TrainConfig
+
+__all__ = ["DataConfig", "PretrainConfig", "PretrainRecipe", "calibrate_steps", "compute_stats", "pretrain",
+           "pretrain_config_from"]
 
 
 @dataclass
@@ -40,7 +47,8 @@ class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
     budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
-    wall time on this machine (timed on the real recipe before training; warm-up scaled to 10 %)."""
+    wall time on this machine (the real recipe timed on the training device by the main process
+    before training, the count shared by all processes; warm-up scaled to 10 %)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -81,45 +89,22 @@ class PretrainRecipe:
         self.seed = seed
         self.segment = config.segment_samples
 
+    @property
+    def spec(self) -> CheckpointSpec:
+        """Checkpoints of this recipe are whole MSM models (encoder + decoder)."""
+        return CheckpointSpec.from_model_config(self.config, kind="msm")
+
     def num_examples(self) -> int:
         return len(self.store)
 
-    def loss(self, model: nn.Module, ids: list[int], seeds: list[int], step: int,
-             part: tuple[int, int]) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         device = next(model.parameters()).device
-        wave = torch.from_numpy(np.stack([self.store.crop(i, self.segment, s) for i, s in zip(ids, seeds)]))
+        wave = torch.from_numpy(np.stack([self.store.crop(i, self.segment, s) for i, s in zip(batch.ids, batch.seeds)]))
         # the mask for the whole global batch comes from one generator; take our slice of it
-        off, global_b = part
-        g = torch.Generator().manual_seed(_mix(self.seed, step, 11))
-        mask = self.model.sample_mask(global_b, self.segment, g)[off : off + len(ids)]
+        g = torch.Generator().manual_seed(mix(self.seed, batch.step, 11))
+        mask = self.model.sample_mask(batch.global_size, self.segment, g)[batch.offset : batch.offset + len(batch.ids)]
         out = model(wave.to(device), mask.to(device))
         return out["loss"], {}
-
-
-def calibrate_steps(recipe: PretrainRecipe, cfg: TrainConfig, minutes: float, probe_steps: int = 3) -> int:
-    """Optimizer steps that fit in ``minutes`` on this machine, timed on the real recipe.
-
-    Runs ``probe_steps`` + 1 steps (forward, backward, AdamW) on a throw-away copy of the model
-    and takes the median of all but the first.
-    """
-    import copy
-    import time
-
-    model = copy.deepcopy(recipe.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    times = []
-    for s in range(probe_steps + 1):
-        ids, seeds = batch_ids(cfg.seed, s, cfg.batch_size // cfg.accum_steps, recipe.num_examples())
-        t = time.perf_counter()
-        for _ in range(cfg.accum_steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss, _ = recipe.loss(model, ids, seeds, s, (0, len(ids)))
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if s:
-            times.append(time.perf_counter() - t)
-    return max(1, int(minutes * 60 / float(np.median(times))))
 
 
 def resolve_config(cfg: PretrainConfig) -> ModelConfig:
@@ -163,10 +148,11 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
             tc = ckpt.load_train_state(saved)["train_config"]
             cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
     elif cfg.budget_minutes is not None:
-        steps = calibrate_steps(recipe, cfg.train, cfg.budget_minutes)
+        device, d = setup(cfg.train.device, cfg.train.threads)
+        steps = calibrate_steps(recipe, cfg.train, cfg.budget_minutes, device=device, d=d)
         cfg.train.max_steps = steps
         cfg.train.warmup_steps = max(1, steps // 10)
-        if progress:
+        if progress and d.main:
             print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,

@@ -1,0 +1,54 @@
+"""Fitting a run to a wall-time budget: time the real recipe's optimiser step on the training
+device and turn minutes into a step count that every process agrees on."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from .data_order import global_batch
+from .distributed import Dist, autocast, broadcast_object, setup, synchronize
+from .engine import Recipe, TrainConfig, micro_batches
+
+
+def time_step(recipe: Recipe, cfg: TrainConfig, device: torch.device, world: int = 1, probe_steps: int = 3) -> float:
+    """Median seconds of one optimiser step of one process's share of the batch
+    (``batch_size / world`` clips in ``accum_steps`` micro-batches: forward, backward, AdamW) on
+    ``device``, over ``probe_steps`` steps after a warm-up step, on a throw-away copy of the model.
+    Timed alone: :meth:`Batch.gather` is the identity here, so no other process takes part."""
+    model = copy.deepcopy(recipe.model).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times = []
+    for s in range(probe_steps + 1):
+        ids, seeds = global_batch(recipe, cfg.seed, s, cfg.batch_size)
+        batches = [dataclasses.replace(b, world=1) for b in micro_batches(ids, seeds, s, 0, world, cfg.accum_steps)]
+        synchronize(device)
+        t = time.perf_counter()
+        for b in batches:
+            with autocast(device, cfg.precision):
+                loss, _ = recipe.loss(model, b)
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        synchronize(device)
+        if s:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def calibrate_steps(recipe: Recipe, cfg: TrainConfig, minutes: float, *, device: torch.device | None = None,
+                    d: Dist | None = None, probe_steps: int = 3) -> int:
+    """Optimizer steps that fit in ``minutes``: :func:`time_step` on the main process (on the
+    training ``device``, default ``cfg.device``), the count broadcast so every process trains
+    the same number of steps."""
+    if device is None or d is None:
+        dev, dd = setup(cfg.device, cfg.threads)
+        device, d = device or dev, d or dd
+    steps = 0
+    if d.main:
+        steps = max(1, int(minutes * 60 / time_step(recipe, cfg, device, d.world, probe_steps)))
+    return broadcast_object(steps, d)
