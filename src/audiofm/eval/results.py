@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..io import atomic_path
 from .registry import PROBES
 
@@ -79,8 +81,12 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else repr(float(v))  # plain repr: never "np.float64(...)"
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
     if isinstance(v, dict):
         return json.dumps(v, sort_keys=True)
     return v
