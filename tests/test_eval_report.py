@@ -129,7 +129,7 @@ def test_asd_run_renders_with_harmonic_mean(tmp_path: Path) -> None:
     assert row[1].startswith(f"**{100 * tuned['fan']:.1f}** ± ") and row[-1] == f"**{100 * hmean:.1f}**"
     assert "## AUC (asd tasks)" in md and "## pAUC (asd tasks)" in md
     # deterministic method: one unit per section; seeded method: section × seed
-    assert "CI over rounds (deterministic probe: one unit per round); units per cell: 3." in md
+    assert "CI over rounds (deterministic method: one unit per round); units per cell: 3." in md
     assert "CI over round × seed units; units per cell: 6." in md
     assert "Difference of means (score points; % for official score)" in md
     gmm = _table(md.split("## Paired comparisons")[1], "### gmm")

@@ -128,6 +128,10 @@ def test_index_add_search_save_load(data: tuple[np.ndarray, np.ndarray], backend
     assert np.array_equal(numbered.search(keys[:4], 1)[1][:, 0], np.arange(4))  # default ids: positions
     with pytest.raises(ValueError, match="24-d"):
         index.add(keys[:, :10])
+    with pytest.raises(ValueError, match="do not match"):
+        index.add(keys[:2], [1, 2])  # numbers into an index of string ids
+    empty = Index.load(Index(3).save(tmp_path / "empty.npz"))
+    assert len(empty) == 0 and empty.vectors.shape == (0, 3)
 
 
 def test_weighted_vote() -> None:

@@ -76,7 +76,8 @@ class _Searcher:
         self.backend = resolve_backend(backend)
         self._keys64: np.ndarray | None = None
         self._faiss: Any = None
-        self._sqnorm = (keys.astype(np.float64) ** 2).sum(axis=1) if metric == "l2" else None
+        self._sqnorm = np.einsum("nd,nd->n", keys, keys, dtype=np.float64)  # (N,) squared norms
+        self._kmax = float(self._sqnorm.max(initial=0.0))
 
     @property
     def keys64(self) -> np.ndarray:
@@ -97,7 +98,7 @@ class _Searcher:
             return np.broadcast_to(np.arange(n), (len(q), n)).copy()
         s = q @ self.keys.T
         if self.metric == "l2":
-            s = 2 * s - self._sqnorm.astype(np.float32)[None, :]  # type: ignore[union-attr]
+            s = 2 * s - self._sqnorm.astype(np.float32)[None, :]  # −‖q − k‖² + ‖q‖²
         return np.argpartition(-s, kc - 1, axis=1)[:, :kc].astype(np.int64)
 
     def _rescore(self, q64: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -125,9 +126,8 @@ class _Searcher:
     def _tolerance(self, q: np.ndarray) -> float:
         if self.metric == "cosine":
             return _TIE_TOL
-        qmax = float(np.max((q.astype(np.float64) ** 2).sum(axis=1), initial=0.0))
-        kmax = float(np.max((self.keys64**2).sum(axis=1), initial=0.0))
-        scale = qmax + kmax if self.metric == "l2" else np.sqrt(qmax * kmax)
+        qmax = float(np.einsum("nd,nd->n", q, q, dtype=np.float64).max(initial=0.0))
+        scale = qmax + self._kmax if self.metric == "l2" else np.sqrt(qmax * self._kmax)
         return _TIE_TOL * max(1.0, scale)
 
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None, block: int = 1024
@@ -221,8 +221,8 @@ class Index:
         i = np.arange(len(self), len(self) + len(v)) if ids is None else np.asarray(ids)
         if i.shape != (len(v),):
             raise ValueError(f"need one id per vector: {len(v)} vectors, ids of shape {i.shape}")
-        if self._ids and self._ids[0].dtype.kind != i.dtype.kind and len(self):
-            raise ValueError(f"ids of kind {i.dtype} do not match the index's ({self._ids[0].dtype})")
+        if self._ids and (self._ids[0].dtype.kind in "US") != (i.dtype.kind in "US"):
+            raise ValueError(f"ids of type {i.dtype} do not match the index's ({self._ids[0].dtype})")
         self._vectors.append(v.copy())
         self._ids.append(i)
         self._searcher = None

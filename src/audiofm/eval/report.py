@@ -79,7 +79,8 @@ def summary_markdown(data: RunData, cells: dict[Key, Cell], comparisons: list[di
               f"Metric per task — {metric_desc}.", ""]
     for method in methods:
         lines += [f"## {_heading(method)}", "", score_table(data, cells, method, primary), "",
-                  units_note([c for (_, t, p, m), c in cells.items() if p == method and m == primary[t]]), ""]
+                  units_note([c for (_, t, p, m), c in cells.items() if p == method and m == primary[t]],
+                             "probe" if method in PROBES else "method"), ""]
     lines += _secondary_sections(data, cells, primary, metrics)
     comps = [c for c in comparisons if c["primary"]]
     if comps:

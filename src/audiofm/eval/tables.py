@@ -190,10 +190,11 @@ def score_table(data: RunData, cells: dict[Key, Cell], method: str, metric_of: d
     return md_table(["model", *tasks, agg_header], rows)
 
 
-def units_note(cells: Sequence[Cell]) -> str:
+def units_note(cells: Sequence[Cell], kind: str = "probe") -> str:
+    """What the CIs of ``cells`` (one method's) are computed over; ``kind``: "probe" or "method"."""
     if not cells:
         return ""
     det = all(c.deterministic for c in cells)
     ns = sorted({c.ci.n for c in cells})
-    what = "rounds (deterministic probe: one unit per round)" if det else "round × seed units"
+    what = f"rounds (deterministic {kind}: one unit per round)" if det else "round × seed units"
     return f"CI over {what}; units per cell: {', '.join(map(str, ns))}."
