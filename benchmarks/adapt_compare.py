@@ -91,11 +91,11 @@ def head_score(run: Path, z_test: np.ndarray, y_test: np.ndarray, prediction_typ
 
 def embed(src: str, rows: list[Any], cache: Path, progress: bool) -> np.ndarray:
     from audiofm.adapt.report import load_embedder
-    from audiofm.eval.cache import embed_rows
+    from audiofm.embed_io import clip_matrix, embed_rows
 
     if cache.is_file():
         return np.load(cache)["clip"]
-    clip = embed_rows(load_embedder(src), rows, batch_size=16, progress=progress)
+    clip = clip_matrix(embed_rows(load_embedder(src), rows, batch_size=16, progress=progress))
     np.savez(cache, clip=clip)
     return clip
 
@@ -106,8 +106,8 @@ def run_task(args: argparse.Namespace, task_dir: Path, out: Path) -> list[dict[s
     from audiofm.adapt.geometry import plot_projections
     from audiofm.adapt.report import probe_embeddings, round_rows
     from audiofm.data import read_hear_task
+    from audiofm.data.tasks import encode_labels
     from audiofm.eval.probes import standardize
-    from audiofm.eval.suite import encode_labels
 
     task = read_hear_task(task_dir)
     check_task(task)

@@ -32,10 +32,11 @@ def _machine(threads: int) -> str:
 
 def bench_task(task_dir: Path, seeds: int) -> list[str]:
     from audiofm.data import read_hear_task
+    from audiofm.data.tasks import encode_labels
     from audiofm.eval.baselines import LogMelEmbedder
     from audiofm.eval.cache import EmbeddingCache, get_embeddings
     from audiofm.eval.probes import DETERMINISTIC_PROBES, PROBES, ProbeConfig, run_probe
-    from audiofm.eval.suite import encode_labels, round_data
+    from audiofm.eval.suite import round_data
 
     task = read_hear_task(task_dir)
     emb = LogMelEmbedder()
@@ -72,7 +73,8 @@ def bench_task(task_dir: Path, seeds: int) -> list[str]:
 
 
 def bench_synthetic(n: int, dim: int, classes: int, separation: float, seed: int = 0) -> list[str]:
-    from audiofm.eval.probes import PROBES, ProbeConfig, ProbeData, faiss_available, knn_search, run_probe
+    from audiofm.eval.probes import PROBES, ProbeConfig, ProbeData, run_probe
+    from audiofm.search import faiss_available, knn_search
 
     rng = np.random.default_rng(seed)
     means = rng.standard_normal((classes, dim)) * separation
@@ -98,7 +100,7 @@ def bench_synthetic(n: int, dim: int, classes: int, separation: float, seed: int
     lines += ["", "| exact kNN search, k=50, 4000 queries | seconds |", "| --- | ---: |"]
     for backend in ("numpy", "faiss") if faiss_available() else ("numpy",):
         t0 = time.perf_counter()
-        knn_search(base, q, 50, backend=backend)
+        knn_search(q, base, 50, metric="ip", backend=backend)
         lines.append(f"| {backend} | {time.perf_counter() - t0:.2f} |")
     return [*lines, ""]
 

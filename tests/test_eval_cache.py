@@ -9,8 +9,9 @@ import pytest
 from test_eval_suite import ConstantFake, write_task
 
 from audiofm.data import read_hear_task
+from audiofm.embed_io import clip_matrix, embed_rows
 from audiofm.eval.baselines import LogMelEmbedder
-from audiofm.eval.cache import CacheWarning, EmbeddingCache, embed_rows, get_embeddings
+from audiofm.eval.cache import CacheWarning, EmbeddingCache, get_embeddings
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def test_hit_skips_embedding(task, tmp_path: Path) -> None:
     rev = list(reversed(task.rows))
     third = get_embeddings(fake, task.name, rev, cache=cache, progress=False)
     assert np.array_equal(third.clip, first.clip[::-1]) and fake.calls == calls
-    assert not list(cache.root.rglob(".tmp-*"))  # atomic writes leave no temporary files
+    assert not list(cache.root.rglob(".*tmp*"))  # atomic writes leave no temporary files
 
 
 def test_key_changes_miss(task, tmp_path: Path) -> None:
@@ -81,8 +82,8 @@ def test_corrupt_file_is_recomputed_with_warning(task, tmp_path: Path) -> None:
 
 def test_batched_embedding_is_deterministic_and_order_independent(task) -> None:
     emb = LogMelEmbedder()
-    a = embed_rows(emb, task.rows, batch_size=5, progress=False)
-    b = embed_rows(emb, task.rows, batch_size=1, progress=False)
+    a = clip_matrix(embed_rows(emb, task.rows, batch_size=5, progress=False))
+    b = clip_matrix(embed_rows(emb, task.rows, batch_size=1, progress=False))
     assert a.shape == (len(task.rows), 256) and a.dtype == np.float32
     assert np.allclose(a, b, atol=1e-4)
-    assert np.array_equal(a, embed_rows(emb, task.rows, batch_size=5, progress=False))
+    assert np.array_equal(a, clip_matrix(embed_rows(emb, task.rows, batch_size=5, progress=False)))

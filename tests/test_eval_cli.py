@@ -59,10 +59,12 @@ def test_evaluate_logmel_end_to_end(tasks: Path, small_config: Path, tmp_path: P
         data = (run / "plots" / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
     rows = _rows(run / "results.csv")
-    assert len(rows) == (3 + 1) * 3 * 2  # (3 folds + 1 round) × 3 probes × 2 seeds
+    # long format: (3 folds + 1 round) × 3 probes × 2 seeds × 1 metric (top1_acc, multiclass)
+    assert len(rows) == (3 + 1) * 3 * 2
     assert {r["task"] for r in rows} == {"pitch-kfold", "pitch-tvt"}
-    assert all(0.0 <= float(r["score"]) <= 1.0 for r in rows)
-    assert {json.loads(r["hparams"])["C"] for r in rows if r["probe"] == "linear"} <= {0.01, 1.0}
+    assert {r["metric"] for r in rows} == {"top1_acc"} and all(r["primary"] == "True" for r in rows)
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in rows)
+    assert {json.loads(r["hparams"])["C"] for r in rows if r["method"] == "linear"} <= {0.01, 1.0}
     summary = (run / "summary.md").read_text()
     for part in ("## linear probe", "## mlp probe", "## knn probe", "| logmel |", "RankMe", "plots/dual_probe.png"):
         assert part in summary, part
@@ -140,4 +142,4 @@ def test_real_task_smoke(tmp_path: Path) -> None:
                "--no-progress"])
     assert rc == 0
     rows = _rows(run / "results.csv")
-    assert len(rows) == 2 and all(float(r["score"]) > 0.15 for r in rows)  # well above 10 % chance
+    assert len(rows) == 2 and all(float(r["value"]) > 0.15 for r in rows)  # well above 10 % chance

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiofm.data import DataError, read_hear_task
+from audiofm.config import ConfigError
+from audiofm.data import TaskError, read_hear_task
 from audiofm.embedding import Embeddings
 from audiofm.eval.probes import ProbeConfig
 from audiofm.eval.suite import (
+    RESULT_FIELDS,
     EmbedderSpec,
     EvalConfig,
     EvalError,
@@ -135,7 +137,7 @@ def test_select_rounds(tmp_path: Path) -> None:
     assert [r.name for r in select_rounds(rounds, [4, 1], None)] == ["fold01", "fold04"]
     assert [r.name for r in select_rounds(rounds, [1, 3, 4], 2)] == ["fold01", "fold03"]
     assert [r.name for r in select_rounds(rounds, [4, 7], None)] == ["fold04"]  # 7: not in this task
-    with pytest.raises(EvalError, match="selects none"):
+    with pytest.raises(TaskError, match="selects none"):
         select_rounds(rounds, [5], None)
 
 
@@ -159,10 +161,10 @@ def test_multilabel_encoding_and_unsupported_tasks(tmp_path: Path) -> None:
     check_task(task)
     meta = task.metadata | {"prediction_type": "multiclass"}
     (task.root / "task_metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="multiclass task but"):
+    with pytest.raises(TaskError, match="multiclass task but"):
         check_task(read_hear_task(task.root))
     (task.root / "task_metadata.json").write_text(json.dumps(meta | {"embedding_type": "event"}))
-    with pytest.raises(EvalError, match="event"):
+    with pytest.raises(TaskError, match="event"):
         check_task(read_hear_task(task.root))
 
 
@@ -173,7 +175,7 @@ def test_config_validation_and_yaml_dict() -> None:
         EvalConfig(pooling="sum")
     cfg = EvalConfig.from_dict({"seeds": 2, "probe": {"knn": {"k_grid": [1, 3]}, "mlp": {"max_epochs": 5}}})
     assert cfg.probe.knn.k_grid == (1, 3) and cfg.probe.mlp.max_epochs == 5 and cfg.probe.linear.max_iter == 1000
-    with pytest.raises(EvalError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown key"):
         EvalConfig.from_dict({"probe": {"knn": {"kk": 1}}})
 
 
@@ -187,18 +189,25 @@ def test_run_rows_per_seed_and_fold(tmp_path: Path) -> None:
                      max_folds=2, threads=1)
     fake = ConstantFake()
     res = run_evaluation(cfg, embedders=[EmbedderSpec("fake", fake, {}, "test")])
-    # kf: 2 rounds × 3 probes × 2 seeds; tvt: 1 round × 3 probes × 2 seeds
-    assert len(res.results) == 2 * 3 * 2 + 1 * 3 * 2
+    # long format, one row per metric value — kf: 2 rounds × 3 probes × 2 seeds × top1_acc;
+    # tvt (multilabel): 1 round × 3 probes × 2 seeds × (mAP, d_prime)
+    assert len(res.results) == 2 * 3 * 2 + 1 * 3 * 2 * 2
     with (tmp_path / "run" / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(res.results)
-    kf_lin = [r for r in rows if r["task"] == "kf" and r["probe"] == "linear"]
-    assert sorted((r["round"], r["seed"]) for r in kf_lin) == [("fold00", "0"), ("fold00", "1"),
-                                                              ("fold01", "0"), ("fold01", "1")]
+    assert list(rows[0]) == RESULT_FIELDS
+    kf_lin = [r for r in rows if r["task"] == "kf" and r["method"] == "linear"]
+    assert sorted((r["fold"], r["seed"]) for r in kf_lin) == [("fold00", "0"), ("fold00", "1"),
+                                                             ("fold01", "0"), ("fold01", "1")]
     for rnd in ("fold00", "fold01"):  # deterministic probe: identical copies per seed
-        assert len({r["score"] for r in kf_lin if r["round"] == rnd}) == 1
+        assert len({r["value"] for r in kf_lin if r["fold"] == rnd}) == 1
     tvt = [r for r in rows if r["task"] == "tvt"]
-    assert {r["metric"] for r in tvt} == {"mAP"} and all(r["d_prime"] for r in tvt)
+    assert {r["metric"] for r in tvt} == {"mAP", "d_prime"}
+    assert {r["metric"] for r in tvt if r["primary"] == "True"} == {"mAP"}
+    assert all(r["value"] and r["valid_value"] for r in tvt)
+    # one fit's rows share their metadata
+    ml = [r for r in tvt if r["method"] == "mlp" and r["seed"] == "0"]
+    assert len(ml) == 2 and ml[0]["hparams"] == ml[1]["hparams"] and ml[0]["fit_seconds"] == ml[1]["fit_seconds"]
     tasks_json = json.loads((tmp_path / "run" / "tasks.json").read_text())
     assert tasks_json["kf"]["fingerprint"]["clips"] == 24
     assert [r["name"] for r in tasks_json["kf"]["rounds"]] == ["fold00", "fold01"]

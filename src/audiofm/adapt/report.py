@@ -65,10 +65,9 @@ def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str]
     """Probe and plot ``models`` (``(label, checkpoint dir or preset)``, e.g. base then tuned)
     on one round of a HEAR task; writes ``report.md``, ``report.json`` and ``projection.png``
     to the new directory ``out``. Returns the JSON content."""
-    from ..eval.cache import embed_rows
+    from ..data.tasks import check_task, encode_labels, pick_round
+    from ..embed_io import clip_matrix, embed_rows
     from ..eval.probes import standardize
-    from ..eval.suite import encode_labels
-    from .finetune import check_task, pick_round
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -81,7 +80,7 @@ def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str]
     embedders = [(label, src, load_embedder(src, batch_size)) for label, src in models]  # fail early
     results, panels = [], []
     for label, src, emb in embedders:
-        clip = embed_rows(emb, rows, batch_size=batch_size, progress=progress, desc=f"embed {label}")
+        clip = clip_matrix(embed_rows(emb, rows, batch_size=batch_size, progress=progress, desc=f"embed {label}"))
         res = probe_embeddings(clip, labels, parts, task.prediction_type, len(task.vocabulary))
         results.append({"model": label, "source": src, **res})
         panels.append((f"{label}: linear {res['linear']:.3f} · kNN {res['knn']:.3f}\n"

@@ -8,6 +8,19 @@ from pathlib import Path
 from .folder import read_folder
 from .hear import HearTask, Split, hear_rounds, is_hear_task, read_hear_task
 from .manifest import DataError, Row, fingerprint, read_manifest, write_manifest
+from .tasks import (
+    MULTICLASS,
+    MULTILABEL,
+    PREDICTION_TYPES,
+    LabelledRows,
+    TaskError,
+    check_task,
+    encode_labels,
+    label_matrix,
+    pick_round,
+    round_rows,
+    select_rounds,
+)
 
 
 def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -> list[Row]:
@@ -42,16 +55,27 @@ def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -
 
 
 __all__ = [
+    "MULTICLASS",
+    "MULTILABEL",
+    "PREDICTION_TYPES",
     "DataError",
     "HearTask",
+    "LabelledRows",
     "Row",
     "Split",
+    "TaskError",
+    "check_task",
+    "encode_labels",
     "fingerprint",
     "hear_rounds",
     "is_hear_task",
+    "label_matrix",
+    "pick_round",
     "read_folder",
     "read_hear_task",
     "read_manifest",
     "read_rows",
+    "round_rows",
+    "select_rounds",
     "write_manifest",
 ]

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_path, write_text
+
 
 class DataError(ValueError):
     """A dataset could not be read; the message names the file and the fix."""
@@ -106,13 +108,10 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Row]:
 def write_manifest(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
     """Write rows as CSV or JSONL (by extension), atomically."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     if p.suffix.lower() == ".jsonl":
-        with tmp.open("w") as f:
-            for r in rows:
-                f.write(json.dumps(asdict(r)) + "\n")
+        write_text(p, "".join(json.dumps(asdict(r)) + "\n" for r in rows))
     elif p.suffix.lower() == ".csv":
-        with tmp.open("w", newline="") as f:
+        with atomic_path(p) as tmp, tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=_FIELD_NAMES)
             w.writeheader()
             for r in rows:
@@ -123,7 +122,6 @@ def write_manifest(rows: Sequence[Row], path: str | os.PathLike[str]) -> None:
                 w.writerow(d)
     else:
         raise DataError(f"{p}: unknown manifest format (use .csv or .jsonl)")
-    os.replace(tmp, p)
 
 
 def check_unique_ids(rows: Iterable[Row], where: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from .manifest import Row, write_manifest
 
 SR = 16000
@@ -148,9 +149,8 @@ def make_demo_dataset(out: str | os.PathLike[str], per_family: int = 120, seed: 
             rng = np.random.default_rng([seed, fi, j])
             path = out / family / f"{family}_{j:04d}.flac"
             if not path.exists():
-                tmp = path.with_name(path.stem + ".tmp.flac")
-                sf.write(tmp, generate_clip(family, rng), SR, subtype="PCM_16")
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    sf.write(tmp, generate_clip(family, rng), SR, format="FLAC", subtype="PCM_16")
             rows.append(Row(path=str(path.relative_to(out)), id=f"{family}/{path.name}", labels=[family],
                             split="test" if j < n_test else "valid" if j < n_test + n_valid else "train"))
     write_manifest(rows, out / "manifest.csv")

@@ -1,4 +1,5 @@
-"""Embedding cache: clip embeddings of a task, computed once per embedder and settings.
+"""Embedding cache: clip embeddings of a task, computed once per embedder and settings (by
+:func:`audiofm.embed_io.embed_rows`, the one embedding loop).
 
 An entry is one ``.npz`` file holding ``ids`` (N,), ``clip`` (N, D) float32 and ``meta`` (the
 JSON of everything that went into the key). The key is the SHA-256 of:
@@ -10,8 +11,8 @@ JSON of everything that went into the key). The key is the SHA-256 of:
   the same ids is not served stale;
 * :data:`CACHE_FORMAT`.
 
-Files live at ``<root>/<task>/<embedder name>-<key[:16]>.npz``, are written to a temporary
-name then renamed (atomic), and are checked on load (key, ids, shape, finite values). A file
+Files live at ``<root>/<task>/<embedder name>-<key[:16]>.npz``, are written atomically
+(:mod:`audiofm.io`), and are checked on load (key, ids, shape, finite values). A file
 that fails the check is re-embedded with a :class:`CacheWarning`, never a crash.
 """
 
@@ -21,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -32,19 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import audio_info, load_audio
 from ..data import Row, fingerprint
+from ..embed_io import EmbeddingError, clip_matrix, embed_rows
 from ..embedding import AudioEmbedder
+from ..io import atomic_path
+
+__all__ = ["CACHE_FORMAT", "CacheResult", "CacheWarning", "EmbeddingCache", "EmbeddingError", "cache_key",
+           "content_stamp", "embed_rows", "get_embeddings"]
 
 CACHE_FORMAT = 1
 
 
 class CacheWarning(UserWarning):
     """A cache file could not be used and was recomputed."""
-
-
-class EmbeddingError(RuntimeError):
-    """An embedder returned something unusable; the message names the model and the clip."""
 
 
 def _safe(name: str) -> str:
@@ -125,74 +125,10 @@ class EmbeddingCache:
             return None
 
     def save(self, path: Path, key: str, meta: dict[str, Any], ids: Sequence[str], clip: np.ndarray) -> None:
-        """Write atomically: temporary file in the same folder, then rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, ids=np.asarray(list(ids), dtype=str), clip=clip.astype(np.float32),
-                         meta=np.asarray(json.dumps({**meta, "key": key}, sort_keys=True)))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _load_row(row: Row, sr: int) -> np.ndarray:
-    if row.start is None and row.end is None:
-        return load_audio(row.path, sr=sr)[0]
-    wave, _ = load_audio(row.path, sr=sr)
-    a = round((row.start or 0.0) * sr)
-    b = len(wave) if row.end is None else round(row.end * sr)
-    return wave[a:b]
-
-
-def _duration(row: Row) -> float:
-    if row.end is not None:
-        return row.end - (row.start or 0.0)
-    frames, rate = audio_info(row.path)
-    return frames / rate - (row.start or 0.0)
-
-
-def embed_rows(embedder: AudioEmbedder, rows: Sequence[Row], *, batch_size: int = 16,
-               progress: bool = True, desc: str | None = None) -> np.ndarray:
-    """Clip embeddings (N, D) float32 of ``rows``, in order.
-
-    Clips are sorted by duration (ties by id) and embedded in batches of ``batch_size`` so
-    a batch pads little; the order is fixed, so the result is deterministic.
-    """
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    n = len(rows)
-    order = sorted(range(n), key=lambda i: (_duration(rows[i]), rows[i].id))
-    out: np.ndarray | None = None
-    sr = int(embedder.sample_rate)
-    with tqdm(total=n, desc=desc or f"embed {embedder.name}", unit="clip", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            waves = [_load_row(rows[i], sr) for i in idx]
-            embs = embedder.embed_batch(waves, sr)
-            if len(embs) != len(idx):
-                raise EmbeddingError(f"{embedder.name}: embed_batch returned {len(embs)} embeddings "
-                                     f"for {len(idx)} clips")
-            for i, e in zip(idx, embs):
-                clip = np.asarray(e.clip, dtype=np.float32)
-                if out is None:
-                    out = np.zeros((n, clip.shape[0]), dtype=np.float32)
-                if clip.shape != (out.shape[1],):
-                    raise EmbeddingError(f"{embedder.name}: clip embedding of {rows[i].path} has shape "
-                                         f"{clip.shape}, expected ({out.shape[1]},)")
-                if not np.all(np.isfinite(clip)):
-                    raise EmbeddingError(f"{embedder.name}: non-finite embedding for {rows[i].path}; "
-                                         "check the audio and the model")
-                out[i] = clip
-            bar.update(len(idx))
-    if out is None:
-        return np.zeros((0, int(embedder.embed_dim)), dtype=np.float32)
-    return out
+        """Write atomically (:func:`audiofm.io.atomic_path`)."""
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, ids=np.asarray(list(ids), dtype=str), clip=clip.astype(np.float32),
+                     meta=np.asarray(json.dumps({**meta, "key": key}, sort_keys=True)))
 
 
 def get_embeddings(embedder: AudioEmbedder, task: str, rows: Sequence[Row], *,
@@ -210,7 +146,8 @@ def get_embeddings(embedder: AudioEmbedder, task: str, rows: Sequence[Row], *,
         if hit is not None:
             return CacheResult(hit, True, time.perf_counter() - t0, path)
     t0 = time.perf_counter()
-    clip = embed_rows(embedder, rows, batch_size=batch_size, progress=progress, desc=f"embed {name} · {task}")
+    clip = clip_matrix(embed_rows(embedder, rows, batch_size=batch_size, progress=progress,
+                                  desc=f"embed {name} · {task}"), dim=int(embedder.embed_dim))
     seconds = time.perf_counter() - t0
     if cache is not None and path is not None:
         cache.save(path, key, meta, ids, clip)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-MULTICLASS = "multiclass"
-MULTILABEL = "multilabel"
-PREDICTION_TYPES = (MULTICLASS, MULTILABEL)
+from ..data.tasks import MULTICLASS, MULTILABEL, PREDICTION_TYPES
+
+__all__ = ["MULTICLASS", "MULTILABEL", "PREDICTION_TYPES", "d_prime", "fast_average_precision",
+           "mean_average_precision", "metric_names", "primary_metric", "score_predictions", "top1_accuracy"]
 AUC_CLIP = 1e-6
 
 

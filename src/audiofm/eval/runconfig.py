@@ -1,0 +1,173 @@
+"""What ``audiofm evaluate`` runs: its configuration, the task directories and the embedders."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import is_hear_task
+from ..embedding import AudioEmbedder
+from ..models.encoder import POOLINGS
+from .probe_base import ProbeConfig
+from .registry import PROBES
+from .results import EvalError
+
+__all__ = ["EmbedderSpec", "EvalConfig", "EvalError", "discover_tasks", "load_embedders", "model_label"]
+
+
+@dataclass
+class EvalConfig:
+    """What ``audiofm evaluate`` runs.
+
+    models: checkpoint directories (``audiofm.load``). baselines: "logmel", "random" (the
+    first model, randomly initialised) or peer names (``audiofm.peers``). tasks: a HEAR task
+    dir or a dir of task dirs; only: task names to keep. probes: subset of linear/mlp/knn.
+    seeds: seeds 0..seeds-1. out: run directory. folds: round indices to run (k-fold: fold i
+    is test) or None for all; max_folds: keep the first N rounds. batch_size: clips per
+    ``embed_batch`` call. cache: embedding cache dir (None → ``$AUDIOFM_CACHE`` if set, else
+    ``<out>/embeddings``). pooling / layer: passed to ``audiofm.load`` and ``random_like``.
+    probe: probe hyper-parameter grids. confidence: CI level. compare_to: paired comparisons
+    against the "first" model or the "best" per task. random_seed: init seed of the "random"
+    baseline. threads: CPU threads for torch, BLAS and faiss during the whole run (None: the
+    libraries' defaults). probe_threads: threads while fitting probes (default 1: probes work on
+    small matrices, and oversubscribed BLAS/OpenMP threads made them 3-20× slower on a shared
+    machine; None: inherit). overwrite: allow an out dir that already holds results.
+    progress: show bars.
+    """
+
+    models: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=list)
+    tasks: str = ""
+    only: list[str] = field(default_factory=list)
+    probes: list[str] = field(default_factory=lambda: list(PROBES))
+    seeds: int = 5
+    out: str = ""
+    folds: list[int] | None = None
+    max_folds: int | None = None
+    batch_size: int = 16
+    cache: str | None = None
+    pooling: str = "mean"
+    layer: int = -1
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    confidence: float = 0.95
+    compare_to: str = "first"
+    random_seed: int = 0
+    threads: int | None = None
+    probe_threads: int | None = 1
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.probes if p not in PROBES]
+        if bad or not self.probes:
+            raise EvalError(f"unknown probe(s) {bad or '(none)'}; choose from {', '.join(PROBES)}")
+        if self.seeds < 1:
+            raise EvalError(f"--seeds must be ≥ 1, got {self.seeds}")
+        if self.pooling not in POOLINGS:
+            raise EvalError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.compare_to not in ("first", "best"):
+            raise EvalError(f"--compare-to must be 'first' or 'best', got {self.compare_to!r}")
+        if self.max_folds is not None and self.max_folds < 1:
+            raise EvalError(f"--max-folds must be ≥ 1, got {self.max_folds}")
+        for name in ("threads", "probe_threads"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise EvalError(f"{name} must be ≥ 1, got {n}")
+        if not 0 < self.confidence < 1:
+            raise EvalError(f"confidence must be in (0, 1), got {self.confidence}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def cache_dir(self) -> Path:
+        if self.cache:
+            return Path(self.cache)
+        env = os.environ.get("AUDIOFM_CACHE")
+        return Path(env) / "embeddings" if env else Path(self.out) / "embeddings"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> EvalConfig:
+        """Build from a (YAML/JSON) mapping through :func:`audiofm.config.from_dict` (nested
+        ``probe`` sections may be partial); problems raise ConfigError naming the key."""
+        from ..config import from_dict
+
+        return from_dict(cls, d, where)
+
+
+def discover_tasks(path: str | os.PathLike[str], only: list[str] | None = None) -> list[Path]:
+    """Task dirs under ``path`` (itself a task, or a dir of tasks), sorted, filtered by ``only``."""
+    p = Path(path)
+    if not p.is_dir():
+        raise EvalError(f"{p}: --tasks must be a HEAR task directory or a directory of them")
+    found = [p] if is_hear_task(p) else sorted(c for c in p.iterdir() if c.is_dir() and is_hear_task(c))
+    if not found:
+        raise EvalError(f"{p}: no HEAR task found (a task dir holds task_metadata.json)")
+    if only:
+        names = {c.name: c for c in found}
+        missing = [o for o in only if o not in names]
+        if missing:
+            raise EvalError(f"--only: task(s) {missing} not in {p}; available: {sorted(names)}")
+        found = [names[o] for o in only]
+    return found
+
+
+# -------------------------------------------------------------------------------- embedders
+
+
+@dataclass
+class EmbedderSpec:
+    """An embedder with the label it gets in results and the cache settings it adds."""
+
+    label: str
+    embedder: AudioEmbedder
+    settings: dict[str, Any]
+    source: str
+
+
+def model_label(path: str, layer: int, pooling: str) -> str:
+    name = Path(path.rstrip("/\\")).name or path
+    extras = []
+    if layer != -1:
+        extras.append(f"layer={layer}")
+    if pooling != "mean":
+        extras.append(pooling)
+    return f"{name}[{','.join(extras)}]" if extras else name
+
+
+def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
+    """Models first (in order), then baselines; labels made unique."""
+    from .baselines import make_baseline
+
+    specs: list[EmbedderSpec] = []
+    settings = {"layer": cfg.layer, "pooling": cfg.pooling}
+    for path in cfg.models:
+        if not Path(path).exists():
+            raise EvalError(f"{path}: no such checkpoint directory (--model expects a directory with "
+                            "config.json and model.safetensors)")
+        import audiofm
+
+        emb: AudioEmbedder = audiofm.load(path, layer=cfg.layer, pooling=cfg.pooling)
+        specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling), emb, settings, path))
+    for name in cfg.baselines:
+        emb = make_baseline(name, cfg.models, layer=cfg.layer, pooling=cfg.pooling, seed=cfg.random_seed)
+        if name == "random":
+            label = f"random-init({specs[0].label})"
+            specs.append(EmbedderSpec(label, emb, {**settings, "init_seed": cfg.random_seed}, "random"))
+        else:
+            specs.append(EmbedderSpec(name, emb, {}, name))
+    if not specs:
+        raise EvalError("nothing to evaluate: give --model CKPT and/or --baseline NAME[,NAME]")
+    seen: dict[str, int] = {}
+    for s in specs:
+        if s.label in seen:
+            seen[s.label] += 1
+            s.label = f"{s.label}-{seen[s.label]}"
+        else:
+            seen[s.label] = 1
+    return specs
