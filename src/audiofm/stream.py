@@ -49,7 +49,7 @@ class EmbeddingStream:
             raise ValueError(
                 f"{embedder.name}: a {enc.cfg.backbone} backbone cannot stream (attention sees every "
                 "token); streaming needs a Mamba or xLSTM encoder with direction='forward'")
-        direction = enc.cfg.backbone_cfg.get("direction", "bidirectional")
+        direction = getattr(enc.cfg.backbone_cfg, "direction", "bidirectional")
         if direction != "forward":
             raise ValueError(
                 f"{embedder.name}: streaming needs a backbone with direction='forward', this one is "

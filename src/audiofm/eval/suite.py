@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,28 +124,14 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalConfig:
-        """Build from a (YAML/JSON) mapping; nested ``probe`` sections may be partial."""
-        return _from_dict(cls, d, "config")
+        """Build from a (YAML/JSON) mapping, typed and checked by :func:`audiofm.config.from_dict`;
+        nested ``probe`` sections may be partial."""
+        from ..config import ConfigError, from_dict
 
-
-def _from_dict(cls: Any, d: dict[str, Any], where: str) -> Any:
-    if not isinstance(d, dict):
-        raise EvalError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise EvalError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kw: dict[str, Any] = {}
-    defaults = cls()
-    for k, v in d.items():
-        current = getattr(defaults, k)
-        if is_dataclass(current) and isinstance(v, dict):
-            kw[k] = _from_dict(type(current), v, f"{where}.{k}")
-        elif isinstance(current, tuple) and isinstance(v, list):
-            kw[k] = tuple(v)
-        else:
-            kw[k] = v
-    return cls(**kw)
+        try:
+            return from_dict(cls, d, "config")
+        except ConfigError as e:
+            raise EvalError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------ tasks
