@@ -10,7 +10,6 @@ it comes from.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import re
@@ -33,13 +32,16 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, Any], *,
-                   required: Mapping[str, str] | None = None, nulls: Iterable[str] = ()) -> T:
+                   required: Mapping[str, str] | None = None, nulls: Iterable[str] = (),
+                   check: Callable[[dict[str, Any]], list[str]] | None = None) -> T:
     """``cls`` from its defaults < ``args.config`` (YAML) < ``flags`` (nested; None values
     dropped) < ``args.set`` overrides, typed and checked by :func:`~audiofm.config.from_dict`.
 
     ``required`` maps dotted keys that must end up non-empty to the flag that sets them
     (``{"data.source": "--data"}``); ``nulls`` are dotted keys set to None after the flags (e.g.
-    ``epochs`` when ``--max-steps`` replaces it). Every problem is reported in one ConfigError."""
+    ``epochs`` when ``--max-steps`` replaces it); ``check(merged mapping)`` returns further
+    problems (e.g. of a model config the settings name). Every problem is reported in one
+    ConfigError."""
     from .config import ConfigError, drop_none, from_dict, load_yaml, merge, parse_overrides
 
     data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
@@ -53,13 +55,14 @@ def resolve_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, A
     data = merge(data, parse_overrides(list(getattr(args, "set", None) or [])))
     missing = [f"{flag} is required (or {key} in --config)" for key, flag in (required or {}).items()
                if not _get(data, key)]
+    if check is not None:
+        missing += check(data)
     try:
         cfg = from_dict(cls, data, where="")
     except ConfigError as e:
-        problems = missing + e.problems
-        raise ConfigError("; ".join(problems), problems) from None
+        raise ConfigError.of(missing + e.problems) from None
     if missing:
-        raise ConfigError("; ".join(missing), missing)
+        raise ConfigError.of(missing)
     return cfg
 
 
@@ -151,12 +154,6 @@ def command(name: str, run: Callable[[argparse.Namespace], int], errors: tuple[t
     func.__name__ = f"cmd_{name.replace('-', '_')}"
     func.__doc__ = run.__doc__
     return func
-
-
-def dataclass_doc(cls: type) -> str:
-    """The first paragraph of a config class's docstring (for a sub-command's description)."""
-    doc = (cls.__doc__ or "").strip()
-    return " ".join(doc.split("\n\n")[0].split()) if dataclasses.is_dataclass(cls) else doc
 
 
 def standalone_main(add_parsers: Callable[[Any], None], argv: Sequence[str] | None) -> int:

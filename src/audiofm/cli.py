@@ -1,4 +1,4 @@
-"""``audiofm <command>``: pretrain, embed, stats, info, demo, evaluate, report, finetune, adapt-report.
+"""audiofm: pretrain, evaluate and adapt self-supervised audio encoders.
 
 Every command takes ``--help``. Settings: the command's config class defaults < ``--config FILE``
 (YAML) < flags < ``--set key.sub=value`` overrides, all typed and checked the same way
@@ -72,7 +72,6 @@ def _read_stats(path: str) -> dict[str, float]:
 def pretrain_config_from_args(args: argparse.Namespace) -> Any:
     """PretrainConfig from defaults < --config < flags < --set; the model config it names is
     resolved (and checked) too, so every problem is reported before anything is written."""
-    from .models.registry import model_config
     from .train.pretrain import PretrainConfig
 
     flags: dict[str, Any] = {"model": args.model, "data": {"source": args.data},
@@ -84,12 +83,26 @@ def pretrain_config_from_args(args: argparse.Namespace) -> Any:
         flags["data"]["splits"] = [s for s in args.splits.split(",") if s]
     if args.stats:
         flags["model_overrides"] = {"encoder": {"frontend": _read_stats(args.stats)}}
-    cfg: PretrainConfig = resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"})
+    return resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"}, check=_check_model)
+
+
+def _check_model(data: dict[str, Any]) -> list[str]:
+    """Problems of the model config that pretraining settings ``data`` name (preset + overrides)."""
+    from .models.registry import model_config
+    from .train.pretrain import PretrainConfig
+
+    name = data.get("model", PretrainConfig.model)
+    overrides = data.get("model_overrides") or {}
+    if not isinstance(name, str) or not isinstance(overrides, dict):
+        return []  # reported by from_dict as a wrong type
     try:
-        model_config(cfg.model, **cfg.model_overrides)
+        model_config(name, **overrides)
     except ConfigError as e:
-        raise ConfigError(f"model_overrides: {e}", e.problems) from None
-    return cfg
+        return [f"model_overrides.{p[len(name) + 1:]}" if p.startswith(f"{name}.") else f"model_overrides: {p}"
+                for p in e.problems]
+    except KeyError as e:
+        return [f"model: {e.args[0]}"]
+    return []
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

@@ -42,6 +42,12 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.problems = problems or [message]
 
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """One error for all ``problems``, on one line."""
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
+        return cls(head, list(problems))
+
 
 class _Invalid(Exception):
     """One value does not fit its annotation (internal; collected into a ConfigError)."""
@@ -285,8 +291,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     problems: list[str] = []
     out = _build(cls, data, where, problems)
     if problems:
-        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
-        raise ConfigError(head, problems)
+        raise ConfigError.of(problems)
     return typing.cast(T, out)
 
 
