@@ -98,11 +98,18 @@ def _check_model(data: dict[str, Any]) -> list[str]:
     try:
         model_config(name, **overrides)
     except ConfigError as e:
-        return [f"model_overrides.{p[len(name) + 1:]}" if p.startswith(f"{name}.") else f"model_overrides: {p}"
-                for p in e.problems]
+        return [_rename(p, name, "model_overrides") for p in e.problems]
     except KeyError as e:
         return [f"model: {e.args[0]}"]
     return []
+
+
+def _rename(problem: str, where: str, key: str) -> str:
+    """A problem located at ``where`` (``where.sub: ...`` or ``where: ...``) relocated to ``key``."""
+    for sep in (".", ": "):
+        if problem.startswith(where + sep):
+            return key + sep + problem[len(where) + len(sep):]
+    return f"{key}: {problem}"
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

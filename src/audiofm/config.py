@@ -228,7 +228,10 @@ def _item(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
 def _build(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) -> Any:
     """Instance of dataclass ``cls`` from ``data`` (missing fields keep their defaults; a partial
     mapping for a nested config overlays that field's default instance)."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # an annotation only importable under TYPE_CHECKING: such fields pass unchecked
+        hints = {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     start = len(problems)
     unknown = sorted(str(k) for k in data if k not in fields)
