@@ -72,7 +72,7 @@ def test_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, msg):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("audiofm: error:") and msg in err
+    assert err.startswith(f"audiofm {argv[0]}: error:") and msg in err and "\n" not in err
 
 
 def test_bad_audio_in_dataset_reports_all(tmp_path, audio_folder, capsys):

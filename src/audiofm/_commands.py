@@ -1,34 +1,159 @@
-"""What every ``audiofm`` sub-command module shares: one-line errors and a stand-alone entry."""
+"""What every ``audiofm`` sub-command shares: ``--config`` / ``--set`` and their resolution into a
+typed config, help that shows the config's defaults, the one error guard, a stand-alone entry.
+
+Settings resolve as: the config class's defaults < ``--config FILE`` (YAML) < flags given on the
+command line (unset flags are None and dropped) < ``--set key.sub=value`` (repeatable), all
+through :func:`audiofm.config.from_dict`, so a value is typed and checked the same way wherever
+it comes from.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config YAML`` and ``--set KEY=VALUE`` (repeatable) to a sub-command's parser."""
+    parser.add_argument("--config", metavar="YAML",
+                        help="YAML file of this command's config fields (see the config class named above); "
+                             "flags and --set override it (default: none)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, dotted for nested sections, value parsed as YAML and "
+                             "checked against the field's type, e.g. --set train.lr=3e-4; repeatable, applied "
+                             "last (default: none)")
+
+
+def resolve_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, Any], *,
+                   required: Mapping[str, str] | None = None, nulls: Iterable[str] = (),
+                   check: Callable[[dict[str, Any]], list[str]] | None = None) -> T:
+    """``cls`` from its defaults < ``args.config`` (YAML) < ``flags`` (nested; None values
+    dropped) < ``args.set`` overrides, typed and checked by :func:`~audiofm.config.from_dict`.
+
+    ``required`` maps dotted keys that must end up non-empty to the flag that sets them
+    (``{"data.source": "--data"}``); ``nulls`` are dotted keys set to None after the flags (e.g.
+    ``epochs`` when ``--max-steps`` replaces it); ``check(merged mapping)`` returns further
+    problems (e.g. of a model config the settings name). Every problem is reported in one
+    ConfigError."""
+    from .config import ConfigError, drop_none, from_dict, load_yaml, merge, parse_overrides
+
+    data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    data = merge(data, drop_none(dict(flags)))
+    for key in nulls:
+        *parents, last = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = None
+    data = merge(data, parse_overrides(list(getattr(args, "set", None) or [])))
+    missing = [f"{flag} is required (or {key} in --config)" for key, flag in (required or {}).items()
+               if not _get(data, key)]
+    if check is not None:
+        missing += check(data)
+    try:
+        cfg = from_dict(cls, data, where="")
+    except ConfigError as e:
+        raise ConfigError.of(missing + e.problems) from None
+    if missing:
+        raise ConfigError.of(missing)
+    return cfg
+
+
+def _get(data: Mapping[str, Any], key: str) -> Any:
+    node: Any = data
+    for p in key.split("."):
+        if not isinstance(node, Mapping) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def config_defaults(target: str) -> type[argparse.HelpFormatter]:
+    """A help formatter that fills ``{key.sub}`` in option help with the default of that field of
+    config class ``target`` (``"module:Class"``), imported only when help is shown — so help
+    states the defaults the config really has and ``audiofm`` starts fast."""
+
+    class Formatter(argparse.HelpFormatter):
+        def _get_help_string(self, action: argparse.Action) -> str | None:
+            text = super()._get_help_string(action)
+            if text and "{" in text:
+                text = re.sub(r"\{(@?[A-Za-z_][\w.:]*)\}", lambda m: _default_text(target, m.group(1)), text)
+            return text
+
+    return Formatter
+
+
+def _default_text(target: str, key: str) -> str:
+    from .config import to_dict
+
+    if key.startswith("@"):  # a constant elsewhere, "@module:NAME" (e.g. the pooling names)
+        module, _, name = key[1:].partition(":")
+        return ", ".join(str(v) for v in getattr(importlib.import_module(module), name))
+    module, _, name = target.partition(":")
+    value: Any = to_dict(getattr(importlib.import_module(module), name)())
+    for p in key.split("."):
+        value = value[p]
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(_default_text_value(v) for v in value) or "none"
+    return str(value)
+
+
+def _default_text_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def guarded(name: str, fn: Callable[[], int], errors: tuple[type[BaseException], ...] = (),
             on_interrupt: str = "") -> int:
-    """Run ``fn``; expected failures (ValueError and its audiofm subclasses, OSError,
-    ImportError, KeyError, ``errors``) print ``audiofm NAME: error: ...`` and return 2, an
-    interrupt returns 130 (saying ``on_interrupt``, e.g. what was kept). ``AUDIOFM_DEBUG=1``
-    lets them raise with a traceback."""
+    """Run ``fn``, the one error guard of every sub-command: expected failures (ValueError and its
+    audiofm subclasses — ConfigError, DataError, CheckpointError, ... —, OSError, ImportError,
+    KeyError, ``errors``) print one line ``audiofm NAME: error: ...`` and return 2; Ctrl-C
+    returns 130 (saying ``on_interrupt``, e.g. what was kept). ``AUDIOFM_DEBUG=1`` lets them
+    raise with a traceback."""
     if os.environ.get("AUDIOFM_DEBUG"):
-        return fn()
+        return int(fn())
     expected: tuple[type[BaseException], ...] = (ValueError, OSError, ImportError, *errors)
     try:
-        return fn()
-    except expected as e:  # ConfigError, DataError, CheckpointError, ...
-        print(f"audiofm {name}: error: {str(e) or type(e).__name__}", file=sys.stderr)
+        return int(fn())
+    except expected as e:
+        print(f"audiofm {name}: error: {_message(e)}", file=sys.stderr)
         return 2
-    except KeyError as e:  # unknown peer / preset names
+    except KeyError as e:  # unknown peer / preset / backbone names
         print(f"audiofm {name}: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"audiofm {name}: interrupted{on_interrupt}", file=sys.stderr)
         return 130
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and not str(e).startswith(e.strerror):
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e) or type(e).__name__
+
+
+def command(name: str, run: Callable[[argparse.Namespace], int], errors: tuple[type[BaseException], ...] = (),
+            on_interrupt: str = "") -> Callable[[argparse.Namespace], int]:
+    """``func`` for ``set_defaults``: runs ``run(args)`` inside :func:`guarded` as command ``name``."""
+
+    def func(args: argparse.Namespace) -> int:
+        return guarded(name, lambda: run(args), errors, on_interrupt)
+
+    func.__name__ = f"cmd_{name.replace('-', '_')}"
+    func.__doc__ = run.__doc__
+    return func
 
 
 def standalone_main(add_parsers: Callable[[Any], None], argv: Sequence[str] | None) -> int:

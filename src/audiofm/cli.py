@@ -1,7 +1,9 @@
-"""``audiofm <command>``: pretrain, embed, stats, info, evaluate, report, demo.
+"""audiofm: pretrain, evaluate and adapt self-supervised audio encoders.
 
-Every command takes ``--help``. Configuration: defaults < ``--config FILE`` (YAML) < flags <
-``--set key.sub=value`` overrides. Errors print one line ``audiofm: error: ...`` and exit 2.
+Every command takes ``--help``. Settings: the command's config class defaults < ``--config FILE``
+(YAML) < flags < ``--set key.sub=value`` overrides, all typed and checked the same way
+(:func:`audiofm._commands.resolve_config`). Errors print one line ``audiofm COMMAND: error: ...``
+and exit 2 (``AUDIOFM_DEBUG=1`` shows the traceback); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -11,46 +13,67 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
+from ._commands import add_config_options, command, config_defaults, resolve_config
+from .config import ConfigError
+
+PRETRAIN = "audiofm.train.pretrain:PretrainConfig"
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="masked spectrogram pretraining on unlabelled audio",
+                       formatter_class=config_defaults(PRETRAIN),
                        description="Pretrain an encoder by masked spectrogram modelling. DATA may be an audio "
                        "folder (recursive), a manifest (.csv/.jsonl), a HEAR task directory or a folder of "
-                       "HEAR tasks.")
+                       "HEAR tasks. Settings: PretrainConfig (audiofm.train.pretrain; sections data, train "
+                       "and model_overrides, nested ModelConfig fields) — defaults < --config < flags < --set.")
     p.add_argument("--model", help="registry name, e.g. msm_vit_tiny, msm_mamba_tiny, msm_xlstm_tiny "
-                   "(see `audiofm info --list`)")
-    p.add_argument("--data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
-    p.add_argument("--out", required=True, help="run directory (must be new unless --resume)")
-    p.add_argument("--config", help="YAML file with model/model_overrides/data/train sections")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--splits", help="comma-separated splits to keep (e.g. HEAR folds fold02,fold03,fold04)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time")
+                   "(`audiofm info --list`) (default: {model})")
+    p.add_argument("--data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks "
+                   "(required unless data.source is in --config)")
+    p.add_argument("--out", required=True, help="run directory (must be new unless --resume) (required)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
+                   "(default: off)")
+    p.add_argument("--splits", help="comma-separated splits to keep, e.g. HEAR folds fold02,fold03,fold04 "
+                   "(default: all)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps of the whole schedule (default: {train.max_steps})")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time "
+                   "(default: {train.max_minutes})")
     p.add_argument("--budget-minutes", type=float,
-                   help="choose --max-steps so the whole schedule fits this wall time (timed on this machine)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--precision", choices=["fp32", "bf16"])
-    p.add_argument("--stats", help="JSON from `audiofm stats` (otherwise computed before training)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set model_overrides.mask_mode=time")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_pretrain)
+                   help="choose the step count so the whole schedule fits this wall time, timed on this "
+                        "machine; replaces --max-steps (default: {budget_minutes})")
+    p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
+    p.add_argument("--stats", help="JSON from `audiofm stats` with the log-mel mean/std (default: computed "
+                   "from {stats_clips} clips before training)")
+    p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
+    add_config_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines (default: off)")
+    p.set_defaults(func=command("pretrain", cmd_pretrain))
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .config import drop_none, load_yaml, merge, parse_overrides, to_dict
-    from .train.pretrain import PretrainConfig, pretrain, pretrain_config_from
+def _read_stats(path: str) -> dict[str, float]:
+    """mean/std from an `audiofm stats` JSON file (ConfigError naming the file otherwise)."""
+    try:
+        st = json.loads(Path(path).read_text())
+        return {"mean": float(st["mean"]), "std": float(st["std"])}
+    except OSError as e:
+        raise ConfigError(f"--stats {path}: cannot read ({e.strerror or e})") from None
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"--stats {path}: expected the JSON written by `audiofm stats` "
+                          "(with numeric mean and std)") from None
 
-    data: dict[str, Any] = to_dict(PretrainConfig())
-    if args.config:
-        data = merge(data, load_yaml(args.config))
+
+def pretrain_config_from_args(args: argparse.Namespace) -> Any:
+    """PretrainConfig from defaults < --config < flags < --set; the model config it names is
+    resolved (and checked) too, so every problem is reported before anything is written."""
+    from .train.pretrain import PretrainConfig
+
     flags: dict[str, Any] = {"model": args.model, "data": {"source": args.data},
                              "budget_minutes": args.budget_minutes,
                              "train": {"max_steps": args.max_steps, "batch_size": args.batch_size,
@@ -59,13 +82,40 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.splits:
         flags["data"]["splits"] = [s for s in args.splits.split(",") if s]
     if args.stats:
-        st = json.loads(Path(args.stats).read_text())
-        flags["model_overrides"] = {"encoder": {"frontend": {"mean": st["mean"], "std": st["std"]}}}
-    data = merge(data, drop_none(flags))
-    data = merge(data, parse_overrides(args.set))
-    cfg: PretrainConfig = pretrain_config_from(data)
-    if not cfg.data.source:
-        raise _UsageError("--data is required (or data.source in --config)")
+        flags["model_overrides"] = {"encoder": {"frontend": _read_stats(args.stats)}}
+    return resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"}, check=_check_model)
+
+
+def _check_model(data: dict[str, Any]) -> list[str]:
+    """Problems of the model config that pretraining settings ``data`` name (preset + overrides)."""
+    from .models.registry import model_config
+    from .train.pretrain import PretrainConfig
+
+    name = data.get("model", PretrainConfig.model)
+    overrides = data.get("model_overrides") or {}
+    if not isinstance(name, str) or not isinstance(overrides, dict):
+        return []  # reported by from_dict as a wrong type
+    try:
+        model_config(name, **overrides)
+    except ConfigError as e:
+        return [_rename(p, name, "model_overrides") for p in e.problems]
+    except KeyError as e:
+        return [f"model: {e.args[0]}"]
+    return []
+
+
+def _rename(problem: str, where: str, key: str) -> str:
+    """A problem located at ``where`` (``where.sub: ...`` or ``where: ...``) relocated to ``key``."""
+    for sep in (".", ": "):
+        if problem.startswith(where + sep):
+            return key + sep + problem[len(where) + len(sep):]
+    return f"{key}: {problem}"
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train.pretrain import pretrain
+
+    cfg = pretrain_config_from_args(args)
     result = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"{result['status']} at step {result['step']}: loss {result['loss']:.4f}; "
           f"{result['seconds']:.0f} s; checkpoint {result['checkpoint']}")
@@ -74,22 +124,51 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0 if result["status"] in ("completed", "time budget reached") else 130
 
 
+@dataclass
+class EmbedConfig:
+    """Settings of ``audiofm embed``. layer: encoder block whose output is embedded (-1 = the last,
+    after the final norm). pooling: clip pooling over frames, 'mean', 'max' or 'meanmax'.
+    chunk_seconds: chunk length for long audio (null = the model's training segment, 0 = the
+    whole input at once). batch_size: clips per forward pass. frames: also store frame embeddings
+    and their timestamps."""
+
+    layer: int = -1
+    pooling: Literal["mean", "max", "meanmax"] = "mean"
+    chunk_seconds: float | None = None
+    batch_size: int = 16
+    frames: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "max", "meanmax"):
+            raise ValueError(f"pooling must be mean, max or meanmax, got {self.pooling!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.chunk_seconds is not None and self.chunk_seconds < 0:
+            raise ValueError(f"chunk_seconds must be ≥ 0 (0 = whole input) or null, got {self.chunk_seconds}")
+
+
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="write embeddings of a folder or manifest",
+                       formatter_class=config_defaults("audiofm.cli:EmbedConfig"),
                        description="Embed every clip of INPUT (audio file, folder, manifest or HEAR task) "
                        "with CKPT and write clip embeddings (and frames with --frames) to --out "
-                       "(.npz or .parquet).")
+                       "(.npz or .parquet). Settings: EmbedConfig (audiofm.cli) — defaults < --config < "
+                       "flags < --set.")
     p.add_argument("ckpt", help="checkpoint or run directory")
     p.add_argument("input", help="audio file, folder, manifest or HEAR task directory")
-    p.add_argument("--out", required=True, help="output .npz or .parquet (must not exist unless --overwrite)")
-    p.add_argument("--frames", action="store_true", help="also store frame embeddings and timestamps")
-    p.add_argument("--layer", type=int, default=-1)
-    p.add_argument("--pooling", default="mean", choices=["mean", "max", "meanmax"])
-    p.add_argument("--chunk-seconds", type=float, help="chunk length for long audio (0 = whole input)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_embed)
+    p.add_argument("--out", required=True, help="output .npz or .parquet, must not exist unless --overwrite "
+                   "(required)")
+    p.add_argument("--frames", action="store_true", default=None,
+                   help="also store frame embeddings and timestamps (default: {frames})")
+    p.add_argument("--layer", type=int, help="encoder block to embed, -1 = the last (default: {layer})")
+    p.add_argument("--pooling", choices=["mean", "max", "meanmax"], help="clip pooling (default: {pooling})")
+    p.add_argument("--chunk-seconds", type=float, help="chunk length for long audio, 0 = whole input "
+                   "(default: the model's training segment)")
+    p.add_argument("--batch-size", type=int, help="clips per forward pass (default: {batch_size})")
+    add_config_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
+    p.set_defaults(func=command("embed", cmd_embed))
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -98,33 +177,54 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .data import Row, read_rows
     from .embed_io import embed_rows, write_embeddings
 
+    cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "pooling": args.pooling,
+                                             "chunk_seconds": args.chunk_seconds, "batch_size": args.batch_size,
+                                             "frames": args.frames})
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
     if out.suffix not in (".npz", ".parquet"):
-        raise _UsageError(f"--out must end in .npz or .parquet, got {out.name}")
-    kw: dict[str, Any] = {"layer": args.layer, "pooling": args.pooling, "batch_size": args.batch_size}
-    if args.chunk_seconds is not None:
-        kw["chunk_seconds"] = args.chunk_seconds or None
+        raise ConfigError(f"--out must end in .npz or .parquet, got {out.name}")
+    kw: dict[str, Any] = {"layer": cfg.layer, "pooling": cfg.pooling, "batch_size": cfg.batch_size}
+    if cfg.chunk_seconds is not None:
+        kw["chunk_seconds"] = cfg.chunk_seconds or None
     model = load(args.ckpt, **kw)
     src = Path(args.input)
     rows = ([Row(path=str(src), id=src.name)] if src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS
             else read_rows(src))
     result = embed_rows(model, rows, progress=not args.no_progress)
-    write_embeddings(result, rows, out, frames=args.frames, meta={"model": str(args.ckpt),
+    write_embeddings(result, rows, out, frames=cfg.frames, meta={"model": str(args.ckpt),
                      "fingerprint": model.fingerprint(), "dim": model.embed_dim})
     print(f"wrote {len(rows)} embeddings ({model.embed_dim}-d) to {out}")
     return 0
 
 
+@dataclass
+class StatsConfig:
+    """Settings of ``audiofm stats``. model: registry preset whose front end (sample rate, window,
+    hop, mel bins) computes the log-mel. max_clips: clips sampled (a fixed random subset) when
+    the dataset is larger. seed: seed of that subset."""
+
+    model: str = "msm_vit_tiny"
+    max_clips: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_clips < 1:
+            raise ValueError(f"max_clips must be ≥ 1, got {self.max_clips}")
+
+
 def _add_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="log-mel normalisation statistics of a dataset",
-                       description="Compute the mean and std of the log-mel over DATA, for `pretrain --stats`.")
+                       formatter_class=config_defaults("audiofm.cli:StatsConfig"),
+                       description="Compute the mean and std of the log-mel over DATA, for `pretrain --stats`. "
+                       "Settings: StatsConfig (audiofm.cli) — defaults < --config < flags < --set.")
     p.add_argument("data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
-    p.add_argument("--model", default="msm_vit_tiny", help="preset whose front end to use")
-    p.add_argument("--max-clips", type=int, default=500)
+    p.add_argument("--model", help="preset whose front end to use (default: {model})")
+    p.add_argument("--max-clips", type=int, help="clips to use at most (default: {max_clips})")
     p.add_argument("--out", help="write JSON here (default: print only)")
-    p.set_defaults(func=cmd_stats)
+    add_config_options(p)
+    p.set_defaults(func=command("stats", cmd_stats))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -132,27 +232,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .data import fingerprint, read_rows
     from .data.dataset import ClipStore
     from .frontend import LogMel
+    from .io import write_json
     from .models.registry import model_config
     from .train.pretrain import compute_stats
 
-    fe = model_config(args.model).encoder.frontend
+    cfg = resolve_config(StatsConfig, args, {"model": args.model, "max_clips": args.max_clips})
+    fe = model_config(cfg.model).encoder.frontend
     rows = read_rows(args.data)
     store = ClipStore(rows, fe.sample_rate)
-    mean, std = compute_stats(store, LogMel(fe), args.max_clips, progress=True)
-    res = {"mean": round(mean, 6), "std": round(std, 6), "clips_used": min(len(rows), args.max_clips),
+    mean, std = compute_stats(store, LogMel(fe), cfg.max_clips, seed=cfg.seed, progress=True)
+    res = {"mean": round(mean, 6), "std": round(std, 6), "clips_used": min(len(rows), cfg.max_clips),
            "data_fingerprint": fingerprint(rows), "frontend": to_dict(fe)}
     if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2))
+        write_json(args.out, res)
     print(f"mean {res['mean']} std {res['std']} over {res['clips_used']} clips")
     return 0
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="describe a checkpoint (or list the model presets)")
-    p.add_argument("ckpt", nargs="?", help="checkpoint or run directory")
-    p.add_argument("--list", action="store_true", help="list registered model presets")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("info", help="describe a checkpoint (or list the model presets)",
+                       description="Describe checkpoint CKPT (architecture, front end, training data), or list "
+                       "the registered model presets.")
+    p.add_argument("ckpt", nargs="?", help="checkpoint or run directory (default: list the presets)")
+    p.add_argument("--list", action="store_true", help="list registered model presets (default: off)")
+    p.add_argument("--json", action="store_true", help="print the description as JSON (default: off)")
+    p.set_defaults(func=command("info", cmd_info))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -187,29 +291,53 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class DemoConfig:
+    """Settings of ``audiofm demo``. model: registry preset to pretrain. minutes: pretraining
+    time budget (the step count is fitted to it on this machine). steps: a fixed step count
+    instead of ``minutes`` (null = use minutes). per_family: generated clips per sound family.
+    batch_size: clips per step. precision: 'bf16' or 'fp32' autocast."""
+
+    model: str = "msm_vit_tiny"
+    minutes: float = 5.0
+    steps: int | None = None
+    per_family: int = 120
+    batch_size: int = 32
+    precision: Literal["fp32", "bf16"] = "bf16"
+
+    def __post_init__(self) -> None:
+        if self.minutes <= 0 or (self.steps is not None and self.steps < 1):
+            raise ValueError(f"minutes must be > 0 and steps ≥ 1 (or null), got {self.minutes}, {self.steps}")
+        if self.per_family < 2 or self.batch_size < 1:
+            raise ValueError(f"per_family must be ≥ 2 and batch_size ≥ 1, got {self.per_family}, {self.batch_size}")
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="pretrain a tiny model on the built-in generated set and check it",
+                       formatter_class=config_defaults("audiofm.cli:DemoConfig"),
                        description="Generate the built-in sound set, pretrain a tiny encoder on it, embed it, "
-                       "and compare kNN accuracy against a log-mel baseline and a random encoder.")
-    p.add_argument("--out", default="demo_run", help="working directory (default ./demo_run)")
-    p.add_argument("--model", default="msm_vit_tiny")
-    p.add_argument("--minutes", type=float, default=5.0, help="pretraining time budget")
-    p.add_argument("--per-family", type=int, default=120, help="clips per sound family")
-    p.add_argument("--steps", type=int, help="fixed number of pretraining steps instead of --minutes")
-    p.add_argument("--resume", action="store_true")
-    p.set_defaults(func=cmd_demo)
+                       "and compare kNN accuracy against a log-mel baseline and a random encoder. Settings: "
+                       "DemoConfig (audiofm.cli) — defaults < --config < flags < --set.")
+    p.add_argument("--out", default="demo_run", help="working directory (default: ./demo_run)")
+    p.add_argument("--model", help="preset to pretrain (default: {model})")
+    p.add_argument("--minutes", type=float, help="pretraining time budget (default: {minutes})")
+    p.add_argument("--per-family", type=int, help="clips per sound family (default: {per_family})")
+    p.add_argument("--steps", type=int, help="fixed number of pretraining steps instead of --minutes "
+                   "(default: {steps})")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out (default: off)")
+    add_config_options(p)
+    p.set_defaults(func=command("demo", cmd_demo))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from .demo import run_demo
 
-    run_demo(Path(args.out), model=args.model, minutes=args.minutes, per_family=args.per_family,
-             resume=args.resume, steps=args.steps)
+    cfg = resolve_config(DemoConfig, args, {"model": args.model, "minutes": args.minutes,
+                                            "per_family": args.per_family, "steps": args.steps})
+    run_demo(Path(args.out), resume=args.resume, **asdict(cfg))
     return 0
-
-
-class _UsageError(ValueError):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,29 +359,14 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .audio import AudioError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .train.engine import RunDirError
-
+    """Run ``audiofm`` with ``argv`` (default: the process's arguments); returns the exit code.
+    Every sub-command runs inside :func:`audiofm._commands.guarded` (set by ``command``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args))
-    except (AudioError, DataError, ConfigError, CheckpointError, RunDirError, FileExistsError,
-            FileNotFoundError, _UsageError, ImportError) as e:
-        print(f"audiofm: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:
-        print(f"audiofm: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("audiofm: interrupted", file=sys.stderr)
-        return 130
+    return int(args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,24 @@
-"""Typed dataclass configs: to/from plain dicts, YAML files, and ``key.sub=value`` overrides."""
+"""Typed dataclass configs: to/from plain dicts, YAML files, and ``key.sub=value`` overrides.
+
+:func:`from_dict` is the one way a mapping (YAML file, ``--set`` overrides, a checkpoint's
+``config.json``) becomes a config: every value is coerced to and checked against its field's
+annotation, every problem is collected, and one :class:`ConfigError` names each dotted key, the
+value given and what is accepted. The dataclasses' own ``__post_init__`` checks then run (their
+errors are collected too, one per nested config).
+
+A field whose concrete config class depends on a sibling value (an encoder's ``backbone_cfg``
+is the config of its ``backbone``) names a resolver in its metadata:
+``field(..., metadata={TYPE_FROM: fn})`` with ``fn(data: Mapping) -> type``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,9 +26,31 @@ import yaml
 
 T = TypeVar("T")
 
+#: field-metadata key: ``fn(raw mapping of the enclosing config) -> the field's dataclass type``
+TYPE_FROM = "audiofm_type_from"
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
 
 class ConfigError(ValueError):
-    """A config file or override is invalid; the message says which key and why."""
+    """A config file or override is invalid; the message names every bad key and why.
+
+    ``problems`` lists them one by one as ``"key: what is wrong"``."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """One error for all ``problems``, on one line."""
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
+        return cls(head, list(problems))
+
+
+class _Invalid(Exception):
+    """One value does not fit its annotation (internal; collected into a ConfigError)."""
 
 
 def to_dict(obj: Any) -> Any:
@@ -29,48 +64,259 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _resolve(tp: Any) -> Any:
-    """The dataclass type inside ``X`` or ``X | None``, else None."""
-    if dataclasses.is_dataclass(tp):
-        return tp
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        for a in typing.get_args(tp):
-            if dataclasses.is_dataclass(a):
-                return a
-    return None
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(data) - names
+def _type_name(tp: Any) -> str:
+    """What an annotation accepts, in words."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return "any value"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        return " or ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_plural(args[0])}" if args else "a list"
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return f"a mapping of {tp.__name__} fields"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _plural(tp: Any) -> str:
+    name = _type_name(tp)
+    for article in ("an ", "a "):
+        if name.startswith(article):
+            return name[len(article):] + "s"
+    return name
+
+
+def _coerce(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """``value`` as annotation ``tp``; nested problems are appended to ``problems``; a problem
+    of this value itself raises :class:`_Invalid`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is object:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        return _build(tp, value, where, problems)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Invalid
+        for alt in args:
+            if alt is type(None):
+                continue
+            sub: list[str] = []
+            try:
+                out = _coerce(alt, value, where, sub)
+            except _Invalid:
+                continue
+            problems.extend(sub)
+            return out
+        raise _Invalid
+    if origin is typing.Literal:
+        for option in args:
+            if value == option and type(value) is type(option):
+                return option
+        if isinstance(value, str):  # "3" for Literal[3], or a quoted option
+            for option in args:
+                if str(option) == value:
+                    return option
+        raise _Invalid
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Invalid
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Invalid
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise _Invalid from None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise _Invalid
+    if tp is float:
+        if isinstance(value, bool):
+            raise _Invalid
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+                return float(value.strip())
+            except ValueError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. a numeric folder or split name read by YAML as a number
+        raise _Invalid
+    if tp is Path or (isinstance(tp, type) and issubclass(tp, os.PathLike)):
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+        raise _Invalid
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        item = args[0] if args else Any
+        return [_item(item, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            item = args[0] if args else Any
+            return tuple(_item(item, v, f"{where}[{i}]", problems) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _Invalid
+        return tuple(_item(a, v, f"{where}[{i}]", problems) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        kt, vt = args if args else (Any, Any)
+        return {_item(kt, k, f"{where}.{k}", problems): _item(vt, v, f"{where}.{k}", problems)
+                for k, v in value.items()}
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise _Invalid
+    return value  # an annotation this module does not know: passed through unchecked
+
+
+def _item(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """Coerce one element; a bad one becomes a problem (and the element stays as given)."""
+    try:
+        return _coerce(tp, value, where, problems)
+    except _Invalid:
+        problems.append(f"{where}: got {_show(value)}, expected {_type_name(tp)}")
+        return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    """Instance of dataclass ``cls`` from ``data`` (missing fields keep their defaults; a partial
+    mapping for a nested config overlays that field's default instance)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # an annotation only importable under TYPE_CHECKING: such fields pass unchecked
+        hints = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    start = len(problems)
+    unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
-    kw = {}
-    for k, v in data.items():
-        sub = _resolve(hints.get(k))
-        kw[k] = from_dict(sub, v, f"{where}.{k}") if sub is not None and isinstance(v, dict) else v
+        problems.append(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                        f"{', '.join(sorted(fields))}")
+    kw: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints.get(name, Any)
+        resolver: Callable[[Mapping[str, Any]], type] | None = f.metadata.get(TYPE_FROM)
+        key = f"{where}.{name}" if where else name
+        if resolver is not None:
+            try:
+                tp = resolver(data)
+            except (KeyError, ValueError) as e:
+                problems.append(f"{key}: {e.args[0] if e.args else e}")
+                continue
+        value = data[name]
+        if isinstance(value, Mapping):
+            value = {**_custom_defaults(f, tp), **value}
+        kw[name] = _item(tp, value, key, problems)
+    if len(problems) > start:
+        return None
     try:
         return cls(**kw)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        message = str(e.args[0]) if e.args else type(e).__name__
+        problems.append(f"{where}: {message}" if where else message)
+        return None
+
+
+def _custom_defaults(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:
+    """The values in which field ``f``'s default instance differs from a plain ``tp()`` (e.g. a
+    fine-tuning config's own training defaults): a partial mapping for that field keeps them."""
+    if f.default_factory is not dataclasses.MISSING:
+        base = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        base = f.default
+    else:
+        return {}
+    if not (dataclasses.is_dataclass(tp) and type(base) is tp):
+        return {}
+    try:
+        plain = to_dict(tp())
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in to_dict(base).items() if plain.get(k) != v}
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``, coercing every value to its field's annotation
+    (int, float — also e-notation strings such as ``"3e-4"`` —, bool, str, Literal, ``X | None``,
+    ``list[X]``, ``tuple[X, ...]``, fixed tuples, dict, nested dataclasses). Unknown keys, values
+    that do not fit and failing ``__post_init__`` checks are all collected into one
+    :class:`ConfigError` naming the dotted key, the value and what is accepted."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    problems: list[str] = []
+    out = _build(cls, data, where, problems)
+    if problems:
+        raise ConfigError.of(problems)
+    return typing.cast(T, out)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["train.lr=3e-4", "model.mask_mode=time"]`` → nested dict (values parsed as YAML)."""
+    """``["train.lr=3e-4", "model.mask_mode=time"]`` → nested dict (values parsed as YAML, then
+    typed by :func:`from_dict` like any other value)."""
     out: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        key, sep, raw = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r} must look like key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw  # an unbalanced bracket or quote: keep the text, the field's type decides
         node = out
-        parts = key.strip().split(".")
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} was already set to a value, not a section")
+            node = nxt
         node[parts[-1]] = value
     return out
 
@@ -98,20 +344,23 @@ def drop_none(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (an empty file is an empty mapping)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML ({e})") from None
+        raise ConfigError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: top level must be a mapping")
+        raise ConfigError(f"{p}: top level must be a mapping of config fields")
     return data
 
 
-def save_yaml(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(data), sort_keys=False))
-    os.replace(tmp, p)
+def save_yaml(data: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``data`` (dataclasses allowed) as YAML, atomically."""
+    from .io import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(data), sort_keys=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import TYPE_FROM
 from ..frontend import FrontendConfig, LogMel
-from .backbones import build_backbone
+from .backbones import BackboneConfig, as_backbone_config, backbone_config_class, build_backbone_from
 from .patch import patchify, sincos_2d
 
 POOLINGS = ("mean", "max", "meanmax")
@@ -35,25 +37,38 @@ def pool_frames(frames: Tensor, valid: Tensor | None = None, pooling: str = "mea
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
+def _backbone_cfg_type(data: Mapping[str, Any]) -> type[BackboneConfig]:
+    """The config class of the backbone an encoder mapping names (for :func:`config.from_dict`)."""
+    return backbone_config_class(str(data.get("backbone", "transformer")))
+
+
 @dataclass
 class EncoderConfig:
     """frontend: log-mel settings and normalisation stats. patch_f / patch_t: patch size in mel
-    bins × frames. backbone: 'transformer' | 'mamba' | 'xlstm'. backbone_cfg: that backbone's
-    fields (dim, depth, ...)."""
+    bins × frames. backbone: a registered backbone name ('transformer' | 'mamba' | 'xlstm').
+    backbone_cfg: that backbone's typed config (:class:`~.backbones.base.BackboneConfig`
+    subclass; a mapping of its fields is converted, missing fields take that class's defaults,
+    None gives all defaults). ``to_dict`` writes it back as a mapping."""
 
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     patch_f: int = 16
     patch_t: int = 16
     backbone: str = "transformer"
-    backbone_cfg: dict[str, Any] = field(default_factory=dict)
+    backbone_cfg: BackboneConfig = field(default=None, metadata={TYPE_FROM: _backbone_cfg_type})  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.patch_f < 1 or self.patch_t < 1:
+            raise ValueError(f"patch_f and patch_t must be ≥ 1, got {self.patch_f}, {self.patch_t}")
         if self.frontend.n_mels % self.patch_f:
             raise ValueError(f"n_mels={self.frontend.n_mels} is not divisible by patch_f={self.patch_f}")
+        try:
+            self.backbone_cfg = as_backbone_config(self.backbone, self.backbone_cfg)
+        except KeyError as e:  # an unknown backbone name
+            raise ValueError(e.args[0]) from None
 
     @property
     def dim(self) -> int:
-        return int(self.backbone_cfg.get("dim", 192))
+        return self.backbone_cfg.dim
 
     @property
     def freq_patches(self) -> int:
@@ -83,7 +98,7 @@ class AudioEncoder(nn.Module):
         self.cfg = cfg
         self.frontend = LogMel(cfg.frontend)
         self.patch_embed = nn.Linear(cfg.patch_f * cfg.patch_t, cfg.dim)
-        self.backbone = build_backbone(cfg.backbone, **cfg.backbone_cfg)
+        self.backbone = build_backbone_from(cfg.backbone, cfg.backbone_cfg)
         self.norm = nn.LayerNorm(cfg.dim)
 
     @property

@@ -39,6 +39,10 @@ class ModelConfig:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if self.encoder_input not in ("visible", "all"):
             raise ValueError(f"encoder_input must be 'visible' or 'all', got {self.encoder_input!r}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.segment_seconds <= 0:
+            raise ValueError(f"segment_seconds must be > 0, got {self.segment_seconds}")
 
     @property
     def segment_samples(self) -> int:

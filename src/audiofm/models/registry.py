@@ -2,32 +2,47 @@
 
 A preset is a few numbers over one class (:class:`~audiofm.models.msm.MSMModel`). Names are
 ``msm_<backbone>_<size>`` with backbone vit (Transformer), mamba or xlstm and size debug, tiny,
-small or base. Overrides of ``None`` are dropped, so CLI defaults never override presets.
+small or base. The encoder of each size comes from its backbone's preset table
+(:func:`~audiofm.models.backbones.preset_fields`, all of one width per size), the decoder from
+:data:`DECODERS`. Overrides of ``None`` are dropped, so CLI defaults never override presets.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, from_dict, merge, to_dict
+from ..config import from_dict, merge
+from .backbones import SIZE_DIMS, preset_fields
 from .msm import ModelConfig, MSMModel
 
 _PRESETS: dict[str, Callable[[], dict[str, Any]]] = {}
 
-# Transformer sizes: (dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
-_VIT_SIZES = {
-    "debug": (64, 2, 2, 64, 1, 2),
-    "tiny": (192, 12, 3, 128, 2, 4),
-    "small": (384, 12, 6, 256, 4, 8),
-    "base": (768, 12, 12, 512, 8, 16),
+
+@dataclass(frozen=True)
+class DecoderPreset:
+    """The MSM decoder (a light Transformer) of one model size."""
+
+    dim: int
+    depth: int
+    heads: int
+
+
+DECODERS: dict[str, DecoderPreset] = {
+    "debug": DecoderPreset(dim=64, depth=1, heads=2),
+    "tiny": DecoderPreset(dim=128, depth=2, heads=4),
+    "small": DecoderPreset(dim=256, depth=4, heads=8),
+    "base": DecoderPreset(dim=512, depth=8, heads=16),
 }
-_BACKBONE_MODULES = {"mamba": "audiofm.models.backbones.mamba", "xlstm": "audiofm.models.backbones.xlstm"}
+#: registry short name → backbone name
+BACKBONE_NAMES = {"vit": "transformer", "mamba": "mamba", "xlstm": "xlstm"}
 
 
 def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:
+    """Decorator registering ``fn() -> nested ModelConfig fields`` as model preset ``name``."""
+
     def deco(fn: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
         _PRESETS[name] = fn
         return fn
@@ -35,27 +50,21 @@ def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Calla
     return deco
 
 
-def _msm_preset(backbone: str, size: str) -> dict[str, Any]:
-    dim, depth, heads, ddim, ddepth, dheads = _VIT_SIZES[size]
-    if backbone == "transformer":
-        bcfg: dict[str, Any] = {"dim": dim, "depth": depth, "heads": heads}
-    else:
-        module = importlib.import_module(_BACKBONE_MODULES[backbone])
-        bcfg = dict(module.preset_fields(size))
-        if bcfg.get("dim", dim) != dim:
-            raise ConfigError(f"{backbone} preset {size} must keep dim={dim}")
+def msm_preset(backbone: str, size: str) -> dict[str, Any]:
+    """The ModelConfig fields of the MSM model with ``backbone`` at ``size``."""
+    dec = DECODERS[size]
     return {
-        "encoder": {"backbone": backbone, "backbone_cfg": bcfg},
-        "decoder_dim": ddim, "decoder_depth": ddepth, "decoder_heads": dheads,
+        "encoder": {"backbone": backbone, "backbone_cfg": preset_fields(backbone, size)},
+        "decoder_dim": dec.dim, "decoder_depth": dec.depth, "decoder_heads": dec.heads,
     }
 
 
 def _bind(backbone: str, size: str) -> Callable[[], dict[str, Any]]:
-    return lambda: _msm_preset(backbone, size)
+    return lambda: msm_preset(backbone, size)
 
 
-for _size in _VIT_SIZES:
-    for _short, _bb in (("vit", "transformer"), ("mamba", "mamba"), ("xlstm", "xlstm")):
+for _size in SIZE_DIMS:
+    for _short, _bb in BACKBONE_NAMES.items():
         register_preset(f"msm_{_short}_{_size}")(_bind(_bb, _size))
 
 
@@ -64,13 +73,20 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
-    """The :class:`ModelConfig` of preset ``name`` with nested ``overrides`` applied."""
+    """The :class:`ModelConfig` of preset ``name`` with nested ``overrides`` applied (typed and
+    checked by :func:`~audiofm.config.from_dict`; fields neither sets keep the class defaults)."""
     if name not in _PRESETS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    data = merge(to_dict(ModelConfig()), _PRESETS[name]())
-    data["name"] = name
-    data = merge(data, {k: v for k, v in overrides.items() if v is not None})
+    data = merge({**_PRESETS[name](), "name": name}, _plain({k: v for k, v in overrides.items() if v is not None}))
     return from_dict(ModelConfig, data, where=name)
+
+
+def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides with dataclass values (e.g. an EncoderConfig) as mappings, so they merge."""
+    from ..config import to_dict
+
+    return {k: to_dict(v) if dataclasses.is_dataclass(v) else (_plain(v) if isinstance(v, Mapping) else v)
+            for k, v in d.items()}
 
 
 def create_model(name: str, **overrides: Any) -> MSMModel:

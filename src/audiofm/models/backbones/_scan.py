@@ -511,13 +511,3 @@ def recurrent_blocks(cfg: Any, block: Callable[..., _Block]) -> list[_Block]:
 
     return [block(cfg, p, reverse=cfg.direction == "alternating" and i % 2 == 1)
             for i, p in enumerate(drop_path_rates(cfg))]
-
-
-def preset_lookup(presets: dict[str, dict[str, dict[str, float | int]]], size: str, direction: str
-                  ) -> dict[str, object]:
-    """Fields of ``size`` from a ``{"bidirectional"|"forward": {size: fields}}`` table (alternating
-    blocks have the forward blocks' parameters), with ``direction`` added."""
-    table = presets["bidirectional" if direction == "bidirectional" else "forward"]
-    if size not in table:
-        raise KeyError(f"unknown size {size!r}; available: {sorted(table)}")
-    return {**table[size], "direction": direction}

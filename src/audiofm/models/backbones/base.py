@@ -12,9 +12,9 @@ intermediate layers, freeze the first N blocks, or checkpoint activations unifor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,26 @@ class BackboneConfig:
     depth: int = 12
     dropout: float = 0.0
     drop_path: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.depth < 1:
+            raise ValueError(f"dim and depth must be ≥ 1, got dim={self.dim}, depth={self.depth}")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.drop_path < 1.0):
+            raise ValueError(f"dropout and drop_path must be in [0, 1), got {self.dropout}, {self.drop_path}")
+
+
+#: Token width of each model size. Every backbone's preset of a size has this width (its
+#: preset table sets the rest, matching the Transformer's parameter count), so the encoders of
+#: one size are interchangeable behind the same patch embedding, decoder and heads.
+SIZE_DIMS: dict[str, int] = {"debug": 64, "tiny": 192, "small": 384, "base": 768}
+
+
+def preset_row(table: Mapping[str, Any], size: str) -> dict[str, Any]:
+    """The config fields of ``size`` from a ``{size: dataclass row}`` preset table, with the
+    size's width (:data:`SIZE_DIMS`) as ``dim``."""
+    if size not in table:
+        raise KeyError(f"unknown size {size!r}; available: {', '.join(table)}")
+    return {"dim": SIZE_DIMS[size], **asdict(table[size])}
 
 
 class DropPath(nn.Module):

@@ -26,7 +26,6 @@ from ._scan import (
     RecurrentBlock,
     causal_conv,
     fused_available,
-    preset_lookup,
     recurrent_blocks,
     reverse_within_length,
     selective_scan,
@@ -34,7 +33,7 @@ from ._scan import (
     selective_scan_ref,
     stream_backbone,
 )
-from .base import Backbone, BackboneConfig, Direction
+from .base import Backbone, BackboneConfig, Direction, preset_row
 
 __all__ = [
     "MambaBlock",
@@ -72,6 +71,7 @@ class MambaConfig(BackboneConfig):
     recompute: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.direction not in ("forward", "bidirectional", "alternating"):
             raise ValueError(f"unknown direction {self.direction!r}")
         if self.impl not in ("torch", "fused", "auto"):
@@ -220,19 +220,28 @@ def build_mamba(cfg: MambaConfig) -> Backbone:
     return Backbone(cfg, blocks)
 
 
-# Same dim as the Transformer of each size; depth/expand chosen to match its parameter count.
-_PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
+@dataclass(frozen=True)
+class MambaPreset:
+    """One size of the Mamba encoder (width from :data:`~.base.SIZE_DIMS`): depth and expand
+    chosen to match the Transformer of the same size in parameters."""
+
+    depth: int
+    expand: float
+
+
+# "forward" rows also serve "alternating" (the same blocks, every other one reversed).
+PRESETS: dict[str, dict[str, MambaPreset]] = {
     "bidirectional": {
-        "debug": {"dim": 64, "depth": 2, "expand": 2.5},
-        "tiny": {"dim": 192, "depth": 19, "expand": 2.0},
-        "small": {"dim": 384, "depth": 20, "expand": 2.0},
-        "base": {"dim": 768, "depth": 21, "expand": 2.0},
+        "debug": MambaPreset(depth=2, expand=2.5),
+        "tiny": MambaPreset(depth=19, expand=2.0),
+        "small": MambaPreset(depth=20, expand=2.0),
+        "base": MambaPreset(depth=21, expand=2.0),
     },
     "forward": {
-        "debug": {"dim": 64, "depth": 2, "expand": 3.0},
-        "tiny": {"dim": 192, "depth": 21, "expand": 2.0},
-        "small": {"dim": 384, "depth": 22, "expand": 2.0},
-        "base": {"dim": 768, "depth": 23, "expand": 2.0},
+        "debug": MambaPreset(depth=2, expand=3.0),
+        "tiny": MambaPreset(depth=21, expand=2.0),
+        "small": MambaPreset(depth=22, expand=2.0),
+        "base": MambaPreset(depth=23, expand=2.0),
     },
 }
 
@@ -240,4 +249,5 @@ _PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
 def preset_fields(size: str, direction: Direction = "bidirectional") -> dict[str, object]:
     """Backbone fields for ``size`` in debug/tiny/small/base whose parameter count matches the
     Transformer of the same size within 10%."""
-    return preset_lookup(_PRESETS, size, direction)
+    table = PRESETS["bidirectional" if direction == "bidirectional" else "forward"]
+    return {**preset_row(table, size), "direction": direction}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import register_backbone
-from .base import Backbone, BackboneConfig, DropPath, drop_path_rates
+from .base import Backbone, BackboneConfig, DropPath, drop_path_rates, preset_row
 
 
 @dataclass
@@ -21,6 +21,9 @@ class TransformerConfig(BackboneConfig):
     qkv_bias: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.heads < 1 or self.mlp_ratio <= 0:
+            raise ValueError(f"heads must be ≥ 1 and mlp_ratio > 0, got {self.heads}, {self.mlp_ratio}")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
 
@@ -74,3 +77,24 @@ def build_transformer(cfg: TransformerConfig) -> Backbone:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return backbone
+
+
+@dataclass(frozen=True)
+class TransformerPreset:
+    """One size of the Transformer encoder (width from :data:`~.base.SIZE_DIMS`)."""
+
+    depth: int
+    heads: int
+
+
+PRESETS: dict[str, TransformerPreset] = {
+    "debug": TransformerPreset(depth=2, heads=2),
+    "tiny": TransformerPreset(depth=12, heads=3),
+    "small": TransformerPreset(depth=12, heads=6),
+    "base": TransformerPreset(depth=12, heads=12),
+}
+
+
+def preset_fields(size: str) -> dict[str, object]:
+    """Backbone fields of the ViT-style encoder of ``size`` in debug/tiny/small/base."""
+    return preset_row(PRESETS, size)

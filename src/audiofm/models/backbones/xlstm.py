@@ -35,12 +35,11 @@ from ._scan import (
     RecurrentBlock,
     causal_conv,
     fused_available,
-    preset_lookup,
     recurrent_blocks,
     reverse_within_length,
     stream_backbone,
 )
-from .base import Backbone, BackboneConfig, Direction
+from .base import Backbone, BackboneConfig, Direction, preset_row
 
 __all__ = [
     "MLSTMBlock",
@@ -81,6 +80,7 @@ class XLSTMConfig(BackboneConfig):
     recompute: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.direction not in ("forward", "bidirectional", "alternating"):
             raise ValueError(f"unknown direction {self.direction!r}")
         if self.form not in ("chunkwise", "parallel", "recurrent"):
@@ -392,19 +392,28 @@ def build_xlstm(cfg: XLSTMConfig) -> Backbone:
     return Backbone(cfg, blocks)
 
 
-# Same dim as the Transformer of each size; depth/proj_factor chosen to match its parameter count.
-_PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
+@dataclass(frozen=True)
+class XLSTMPreset:
+    """One size of the xLSTM encoder (width from :data:`~.base.SIZE_DIMS`): depth and proj_factor
+    chosen to match the Transformer of the same size in parameters."""
+
+    depth: int
+    proj_factor: float
+
+
+# "forward" rows also serve "alternating" (the same blocks, every other one reversed).
+PRESETS: dict[str, dict[str, XLSTMPreset]] = {
     "bidirectional": {
-        "debug": {"dim": 64, "depth": 2, "proj_factor": 2.75},
-        "tiny": {"dim": 192, "depth": 21, "proj_factor": 2.0},
-        "small": {"dim": 384, "depth": 22, "proj_factor": 2.0},
-        "base": {"dim": 768, "depth": 23, "proj_factor": 2.0},
+        "debug": XLSTMPreset(depth=2, proj_factor=2.75),
+        "tiny": XLSTMPreset(depth=21, proj_factor=2.0),
+        "small": XLSTMPreset(depth=22, proj_factor=2.0),
+        "base": XLSTMPreset(depth=23, proj_factor=2.0),
     },
     "forward": {
-        "debug": {"dim": 64, "depth": 2, "proj_factor": 3.25},
-        "tiny": {"dim": 192, "depth": 22, "proj_factor": 2.0},
-        "small": {"dim": 384, "depth": 23, "proj_factor": 2.0},
-        "base": {"dim": 768, "depth": 23, "proj_factor": 2.0},
+        "debug": XLSTMPreset(depth=2, proj_factor=3.25),
+        "tiny": XLSTMPreset(depth=22, proj_factor=2.0),
+        "small": XLSTMPreset(depth=23, proj_factor=2.0),
+        "base": XLSTMPreset(depth=23, proj_factor=2.0),
     },
 }
 
@@ -412,4 +421,5 @@ _PRESETS: dict[str, dict[str, dict[str, float | int]]] = {
 def preset_fields(size: str, direction: Direction = "bidirectional") -> dict[str, object]:
     """Backbone fields for ``size`` in debug/tiny/small/base whose parameter count matches the
     Transformer of the same size within 10%."""
-    return preset_lookup(_PRESETS, size, direction)
+    table = PRESETS["bidirectional" if direction == "bidirectional" else "forward"]
+    return {**preset_row(table, size), "direction": direction}
