@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def finetune_config(args: argparse.Namespace, task: Path, method: str, seed: int) -> Any:
-    from audiofm.adapt.finetune import finetune_config_from
+    from audiofm.adapt.config import finetune_config_from
     from audiofm.config import merge, parse_overrides
 
     lr = args.lr_supervised if method == "supervised" else args.lr_contrastive
@@ -79,10 +79,10 @@ def head_score(run: Path, z_test: np.ndarray, y_test: np.ndarray, prediction_typ
     """Test score of a supervised run's own classifier head on its test embeddings."""
     import torch
 
-    from audiofm.adapt.finetune import load_head
+    import audiofm
     from audiofm.eval.metrics import primary_metric, score_predictions
 
-    head, _ = load_head(run)
+    head = audiofm.load(run).head  # the run's classifier checkpoint carries its head
     with torch.inference_mode():
         logits = head(torch.from_numpy(z_test)).double()
     probs = logits.softmax(1) if prediction_type == "multiclass" else logits.sigmoid()
@@ -102,17 +102,17 @@ def embed(src: str, rows: list[Any], cache: Path, progress: bool) -> np.ndarray:
 
 def run_task(args: argparse.Namespace, task_dir: Path, out: Path) -> list[dict[str, Any]]:
     from audiofm import checkpoint as ckpt
-    from audiofm.adapt.finetune import check_task, finetune, pick_round
     from audiofm.adapt.geometry import plot_projections
-    from audiofm.adapt.report import probe_embeddings, round_rows
+    from audiofm.adapt.report import probe_embeddings, round_parts
+    from audiofm.adapt.tune import finetune
     from audiofm.data import read_hear_task
-    from audiofm.data.tasks import encode_labels
+    from audiofm.data.tasks import check_task, encode_labels, pick_round, round_rows
     from audiofm.eval.probes import standardize
 
     task = read_hear_task(task_dir)
     check_task(task)
     split = pick_round(task, args.fold)
-    rows, parts = round_rows(task, split)
+    rows, parts = round_parts(round_rows(task, split))
     labels = encode_labels(rows, task.vocabulary, task.prediction_type)
     tdir = out / "runs" / task.name
     tdir.mkdir(parents=True, exist_ok=True)

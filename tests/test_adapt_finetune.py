@@ -12,14 +12,8 @@ from safetensors.torch import load_file
 
 import audiofm
 from audiofm import checkpoint as ckpt
+from audiofm.adapt import AdaptModel, finetune, finetune_config_from, layerwise_param_groups
 from audiofm.adapt.commands import main
-from audiofm.adapt.finetune import (
-    AdaptModel,
-    finetune,
-    finetune_config_from,
-    layerwise_param_groups,
-    load_classifier,
-)
 from audiofm.models.heads import ClassifierHead
 from audiofm.train.engine import lr_at
 
@@ -68,7 +62,8 @@ def _cfg(base, task, **kw):
 
 
 def _state(path):
-    return load_file(str(Path(path) / "model.safetensors"))
+    """Weights of a checkpoint, or of a run directory's final ``model/``."""
+    return load_file(str(ckpt.resolve(path) / "model.safetensors"))
 
 
 def test_supervised_learns_and_roundtrips(setup, tmp_path):
@@ -82,16 +77,17 @@ def test_supervised_learns_and_roundtrips(setup, tmp_path):
              if "eval" in ln]
     assert res["status"] == "completed" and res["steps"] == 24 and len(evals) == 9  # step 0 + every epoch
     assert evals[0] < 0.5 and res["best_valid_score"] >= 0.8  # from chance (3 classes) to well above it
-    for f in ("config.json", "model.safetensors", "head.json", "head.safetensors", "finetune.json",
-              "run_config.yaml", "run_info.json", "metrics.jsonl"):
+    for f in ("model/config.json", "model/model.safetensors", "finetune.json", "run_config.yaml", "run_info.json",
+              "metrics.jsonl"):
         assert (out / f).is_file(), f
-    assert not (out / "model").exists() and not (out / "best").exists()
-    # full MSM state: tuned encoder, untouched decoder
+    assert not (out / "best").exists() and not list(out.rglob("head.json"))  # the head is inside the checkpoint
+    # one classifier checkpoint: tuned encoder + head, no decoder
     a, b = _state(base), _state(out)
-    assert set(a) == set(b)
-    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("encoder."))
+    assert {k for k in b if not k.startswith("head.")} == {k for k in a if k.startswith("encoder.")}
+    assert any(k.startswith("head.") for k in b)
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
-    assert json.loads((out / "config.json").read_text())["adaptation"]["method"] == "supervised"
+    info = json.loads((out / "model" / "config.json").read_text())
+    assert info["kind"] == "classifier" and info["adaptation"]["method"] == "supervised"
     # audiofm.load embeds with the tuned encoder, exactly like the training-time pooling
     wave = tone(0.6, freq=600.0)
     emb = audiofm.load(out)
@@ -100,9 +96,11 @@ def test_supervised_learns_and_roundtrips(setup, tmp_path):
     with torch.inference_mode():
         ref = emb.encoder.clip_embedding(torch.from_numpy(wave)[None])[0].numpy()
     np.testing.assert_allclose(clip, ref, rtol=1e-5, atol=1e-5)
-    clf = load_classifier(out)
-    p = clf.predict(tone(0.6, freq=900.0), 16000)
-    assert clf.vocabulary == ["a", "b", "c"] and p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-5)
+    p = emb.predict(tone(0.6, freq=900.0), 16000)  # audiofm.load gives the classifier
+    assert emb.vocabulary == ["a", "b", "c"] and p.shape == (3,) and p.sum() == pytest.approx(1.0, abs=1e-5)
+    with torch.inference_mode():
+        direct = emb.head(torch.from_numpy(emb.embed(tone(0.6, freq=900.0), 16000).clip)[None]).softmax(1)[0]
+    np.testing.assert_allclose(p, direct.numpy(), rtol=1e-5, atol=1e-6)
 
     # dual-probe report, base vs tuned
     rep = tmp_path / "rep"
@@ -165,8 +163,9 @@ def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):
                train={"max_steps": 6, "ckpt_every": 2, "batch_size": 6}, contrastive={"clips_per_class": 2})
     full = finetune(cfg, tmp_path / "full", progress=False)
     assert full["status"] == "completed" and full["best_step"] is not None
-    assert not (tmp_path / "full" / "head.json").exists()  # projection head dropped
-    assert set(_state(tmp_path / "full")) == set(_state(base))
+    # an encoder checkpoint: the projection head is dropped, no decoder
+    assert set(_state(tmp_path / "full")) == {k for k in _state(base) if k.startswith("encoder.")}
+    assert json.loads((tmp_path / "full" / "model" / "config.json").read_text())["kind"] == "encoder"
 
     import audiofm.train.engine as eng
 
@@ -185,7 +184,7 @@ def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):
     with pytest.raises(Crash):
         finetune(cfg, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(eng.Engine, "save", orig)
-    assert not (tmp_path / "resumed" / "config.json").exists()
+    assert not (tmp_path / "resumed" / "finetune.json").exists() and not (tmp_path / "resumed" / "model").exists()
     res = finetune(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert res["best_step"] == full["best_step"] and res["best_valid_score"] == full["best_valid_score"]
     m_full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -229,30 +228,83 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
     assert main([*args, "--set", "method=magic", "--out", str(tmp_path / "o")]) == 2
     assert "method" in capsys.readouterr().err
+    # the loss couples the batch (batch-statistics heads): accumulation would split it
+    assert main([*args, "--set", "train.accum_steps=2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "accum_steps" in err and not (tmp_path / "o").exists()
 
 
-def test_probe_head_init_matches_sklearn_logistic_regression():
-    """LP-FT head initialisation: fit_linear == scikit-learn's L2 logistic regression (same C)."""
+def test_probe_head_init_is_the_linear_probe_solver(setup, tmp_path):
+    """LP-FT: the head starts as the scikit-learn-equivalent logistic regression (the linear
+    probe's solver) on the standardised frozen training embeddings, at the chosen C."""
     from sklearn.linear_model import LogisticRegression
 
-    from audiofm.adapt.finetune import fit_linear
+    from audiofm.adapt.supervised import SupervisedRecipe
+    from audiofm.adapt.tune import load_base
+    from audiofm.data import read_hear_task
+    from audiofm.data.tasks import pick_round, round_rows
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(90, 5))
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)  # 3 classes
-    fc = torch.nn.Linear(5, 3)
-    fit_linear(fc, torch.from_numpy(x), torch.from_numpy(np.eye(3)[y]), multiclass=True, c=0.5, iters=500)
-    ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=5000).fit(x, y)
-    ours = torch.log_softmax(fc(torch.from_numpy(x).float()).double(), 1).detach().numpy()
-    np.testing.assert_allclose(ours, ref.predict_log_proba(x), atol=2e-4)
-    # multilabel: one-vs-rest BCE == independent binary logistic regressions
-    yml = np.stack([y == 0, x[:, 3] > 0], 1).astype(float)
-    fc2 = torch.nn.Linear(5, 2)
-    fit_linear(fc2, torch.from_numpy(x), torch.from_numpy(yml), multiclass=False, c=2.0, iters=500)
-    for j in range(2):
-        r = LogisticRegression(C=2.0, tol=1e-10, max_iter=5000).fit(x, yml[:, j])
-        np.testing.assert_allclose(fc2.weight[j].detach().numpy(), r.coef_[0], atol=1e-3)
-        np.testing.assert_allclose(float(fc2.bias[j].detach()), r.intercept_[0], atol=1e-3)
+    task_dir, base = setup
+    cfg = _cfg(base, task_dir)
+    task = read_hear_task(task_dir)
+    encoder, spec, _ = load_base(str(base))
+    recipe = SupervisedRecipe(cfg, encoder, spec, round_rows(task, pick_round(task, 0)))
+    info = recipe.prepare()
+    head = recipe.model.head.eval()
+    z = recipe.embed(recipe.store)
+    with torch.no_grad():
+        x = head.norm(torch.from_numpy(z)).double().numpy()
+        ours = torch.log_softmax(head.fc(torch.from_numpy(x).float()).double(), 1).numpy()
+    y = recipe.y_train.argmax(1)
+    ref = LogisticRegression(C=info["probe_C"], tol=1e-10, max_iter=10000).fit(x, y)
+    # a nearly separable toy task: the optimum is flat in the far tails, so compare probabilities
+    np.testing.assert_allclose(np.exp(ours), ref.predict_proba(x), atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["contrastive", "supervised"])
+def test_two_processes_equal_one(setup, tmp_path, method):
+    """Batch-coupled losses (SupCon, batch-statistics heads, mixup pairs) under DDP: 2 gloo
+    processes with the same global batch train exactly what 1 process does."""
+    import os
+    import subprocess
+    import sys
+
+    task, base = setup
+    common = ["finetune", "--model", str(base), "--task", str(task), "--method", method, "--max-steps", "3",
+              "--batch-size", "8", "--lr", "1e-3", "--no-progress", "--set", "train.warmup_steps=1",
+              "--set", "train.log_every=1", "--set", "evaluate_every_epochs=0", "--set", "augment.crop_seconds=0.5"]
+    if method == "supervised":
+        common += ["--set", "supervised.mixup_alpha=0.4", "--set", "supervised.mixup_level=waveform"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(audiofm.__file__).parents[1])}
+    one = subprocess.run([sys.executable, "-m", "audiofm.cli", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "audiofm.cli", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in x] for r in ("one", "two")]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
+    assert set(a) == set(b)
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diffs.mean() < 1e-6
+    # Two kinds of weights have an exactly zero true gradient, so Adam's normalised steps follow
+    # float noise (which differs with the reduction order) there: the final norm's bias (the head
+    # standardises the batch, cancelling any common shift) and the attention key bias (a constant
+    # added to every logit of a softmax row); the head's running mean follows the former.
+    # Everything else agrees far below one step (lr 1e-3).
+    def signal(k: str, t: torch.Tensor) -> torch.Tensor:
+        if k in ("encoder.norm.bias", "head.norm.running_mean"):
+            return t[:0]
+        if k.endswith("attn.qkv.bias"):
+            q, _, v = t.chunk(3)
+            return torch.cat([q, v])
+        return t.flatten()
+
+    assert torch.cat([signal(k, a[k] - b[k]).abs() for k in a]).max() < 1e-4
 
 
 def test_heads_standardise_and_projection_is_centred():

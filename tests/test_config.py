@@ -327,7 +327,7 @@ def test_guard_debug_traceback_and_interrupt(monkeypatch, capsys) -> None:
 
 
 def test_example_configs_ship_and_load_through_their_command_configs() -> None:
-    from audiofm.adapt.finetune import FinetuneConfig
+    from audiofm.adapt.config import FinetuneConfig
     from audiofm.eval.suite import EvalConfig
     from audiofm.train.pretrain import PretrainConfig
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .._commands import add_config_options, command, config_defaults, resolve_config, standalone_main
 
-FINETUNE = "audiofm.adapt.finetune:FinetuneConfig"
+FINETUNE = "audiofm.adapt.config:FinetuneConfig"
 
 
 @dataclass
@@ -49,7 +49,7 @@ def add_parsers(subparsers: Any) -> None:
         description="Fine-tune a checkpoint on the train splits of one HEAR round (validation split for "
                     "checkpoint selection / early stopping; the test split is never read) and write a new "
                     "checkpoint directory --out that `audiofm.load` embeds like any other. Settings: "
-                    "FinetuneConfig (audiofm.adapt.finetune; sections train, augment, supervised, contrastive) "
+                    "FinetuneConfig (audiofm.adapt.config; sections train, augment, supervised, contrastive) "
                     "— defaults < --config YAML < flags < --set key.sub=value (see docs/adaptation.md).")
     p.add_argument("--model", metavar="CKPT", help="base checkpoint or run directory (required, or model in "
                    "--config)")
@@ -118,7 +118,7 @@ def add_parsers(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> Any:
     """FinetuneConfig from defaults < --config < flags < --set."""
     from ..config import ConfigError
-    from .finetune import FinetuneConfig
+    from .config import FinetuneConfig
 
     if args.max_steps is not None and args.epochs is not None:
         raise ConfigError("give --epochs or --max-steps, not both")
@@ -138,15 +138,17 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
     from .report import adapt_report
+    from .tune import FINISHED, finetune
 
     cfg = config_from_args(args)
     res = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    if "method" not in res:  # interrupted: nothing final written
+    if res["status"] not in FINISHED:  # interrupted: nothing final written
         print(f"{res['status']} at step {res['step']}; resume with: audiofm finetune --out {args.out} --resume "
               "[same options]", file=sys.stderr)
         return 130
+    if "method" not in res:  # another process of a torchrun group; the first one wrote the result
+        return 0
     best = "" if res["best_valid_score"] is None else \
         f"; best validation score {res['best_valid_score']:.4f} at step {res['best_step']}"
     print(f"{res['method']} fine-tuning of {res['task']} ({res['round']}) {res['status']} after {res['steps']} "

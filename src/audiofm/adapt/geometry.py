@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
+
 
 @dataclass
 class Geometry:
@@ -135,8 +137,7 @@ def plot_projections(panels: list[tuple[str, np.ndarray]], labels: np.ndarray, c
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, right, 0.95 if suptitle else 1))
     out = Path(out)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -10,15 +10,16 @@ shows a 2-D projection of the test embeddings per model, coloured by class.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data import HearTask, Row, Split, read_hear_task
+from ..data import Row, read_hear_task
+from ..data.tasks import LabelledRows, check_task, encode_labels, pick_round, round_rows
 from ..embedding import AudioEmbedder
+from ..io import write_json, write_text
 from .geometry import geometry, plot_projections
 
 
@@ -32,15 +33,11 @@ def load_embedder(path_or_preset: str, batch_size: int = 16) -> AudioEmbedder:
     return load(path_or_preset, pooling="mean", batch_size=batch_size)
 
 
-def round_rows(task: HearTask, split: Split) -> tuple[list[Row], dict[str, np.ndarray]]:
-    """The rows of the round's train/valid/test splits and each part's row indices."""
-    rows: list[Row] = []
-    parts: dict[str, np.ndarray] = {}
-    for part, names in (("train", split.train), ("valid", split.valid), ("test", split.test)):
-        sel = task.rows_for(names)
-        parts[part] = np.arange(len(rows), len(rows) + len(sel))
-        rows.extend(sel)
-    return rows, parts
+def round_parts(data: LabelledRows) -> tuple[list[Row], dict[str, np.ndarray]]:
+    """The train, valid and test rows of a round in one list, and each part's row indices."""
+    rows = [*data.train, *data.valid, *data.test]
+    bounds = np.cumsum([0, len(data.train), len(data.valid), len(data.test)])
+    return rows, {p: np.arange(bounds[i], bounds[i + 1]) for i, p in enumerate(("train", "valid", "test"))}
 
 
 def probe_embeddings(clip: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray], prediction_type: str,
@@ -65,7 +62,6 @@ def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str]
     """Probe and plot ``models`` (``(label, checkpoint dir or preset)``, e.g. base then tuned)
     on one round of a HEAR task; writes ``report.md``, ``report.json`` and ``projection.png``
     to the new directory ``out``. Returns the JSON content."""
-    from ..data.tasks import check_task, encode_labels, pick_round
     from ..embed_io import clip_matrix, embed_rows
     from ..eval.probes import standardize
 
@@ -75,7 +71,7 @@ def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str]
     task = read_hear_task(task_dir)
     check_task(task)
     split = pick_round(task, fold)
-    rows, parts = round_rows(task, split)
+    rows, parts = round_parts(round_rows(task, split))
     labels = encode_labels(rows, task.vocabulary, task.prediction_type)
     embedders = [(label, src, load_embedder(src, batch_size)) for label, src in models]  # fail early
     results, panels = [], []
@@ -93,8 +89,8 @@ def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str]
               "valid_splits": split.valid, "test_splits": split.test,
               "clips": {k: len(v) for k, v in parts.items()}, "metric": results[0]["metric"],
               "results": results, "projection": png.name}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(report_markdown(report))
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", report_markdown(report))
     return report
 
 

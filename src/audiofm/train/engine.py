@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, to_dict
 from ..checkpoint import CheckpointSpec
+from ..config import ConfigError, to_dict
 from .checkpointing import Checkpointer, RunDirError
 from .data_order import batch_ids, global_batch, mix, seed_step
 from .distributed import (

@@ -1,0 +1,153 @@
+"""Adapting an encoder to labelled audio: supervised fine-tuning and contrastive-tuning.
+
+:func:`finetune` adapts ``cfg.model`` to one round of a HEAR task; :func:`finetune_rows` does
+the same for any :class:`~audiofm.data.tasks.LabelledRows` (the anomaly-detection recipe feeds it
+pseudo-attribute labels). Both train with the shared engine (exact resume, DDP, bf16,
+validation-based best-checkpoint selection and early stopping); the validation rows select the
+checkpoint and test rows are never read. The run directory ``out`` ends with ``model/``, one
+checkpoint directory that ``audiofm.load(out)`` opens:
+
+* **supervised** (:mod:`~audiofm.adapt.supervised`) → kind ``classifier``: the tuned encoder
+  and its classifier head, so ``audiofm.load(out).predict(wave, sr)`` gives class scores;
+* **contrastive** (:mod:`~audiofm.adapt.contrastive`) → kind ``encoder``: the tuned encoder
+  (the projection head only served the loss).
+
+Validation runs before the first step too: its score is reported, and with ``keep_start`` the
+starting weights compete for "best".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..config import load_yaml, merge, to_dict
+from ..data import fingerprint, read_hear_task
+from ..data.tasks import LabelledRows, check_task, pick_round, round_rows
+from ..io import write_json
+from ..models.encoder import AudioEncoder
+from ..models.registry import list_models, model_config
+from ..train.engine import Engine, TrainConfig
+from .config import FinetuneConfig
+from .contrastive import ContrastiveRecipe
+from .supervised import SupervisedRecipe
+
+__all__ = ["finetune", "finetune_rows", "load_base"]
+
+FINISHED = ("completed", "time budget reached", "early stopped")
+
+
+def load_base(name_or_path: str, seed: int = 0) -> tuple[AudioEncoder, ckpt.CheckpointSpec, dict[str, Any]]:
+    """The encoder of a checkpoint or run directory (any kind; strict weights) and its spec, or
+    a randomly initialised registry preset; plus provenance (path and weights id, or preset and
+    seed)."""
+    from ..api import load, random_like
+
+    p = Path(name_or_path)
+    if p.exists():
+        d = ckpt.resolve(p)
+        emb = load(d)
+        return emb.encoder, ckpt.load_spec(d), {"checkpoint": str(d), "weights": emb.weights_id}
+    if name_or_path in list_models():
+        emb = random_like(name_or_path, seed=seed)
+        spec = ckpt.CheckpointSpec.from_model_config(model_config(name_or_path), kind="encoder")
+        return emb.encoder, spec, {"preset": name_or_path, "random_init_seed": seed}
+    raise ckpt.CheckpointError(f"{p}: no such checkpoint or run directory (nor a model preset name)")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if (out / "finetune.json").exists():
+        raise FileExistsError(f"{out} already holds a finished fine-tuning run; choose a new --out (nothing was "
+                              "overwritten)")
+    if resume:
+        if not (out / "run_config.yaml").exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no run_config.yaml)")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists; choose a new --out or pass --resume to continue an "
+                              "interrupted run (nothing was overwritten)")
+
+
+def _derive_schedule(cfg: FinetuneConfig, n_train: int) -> TrainConfig:
+    t = replace(cfg.train)
+    per_epoch = max(1, math.ceil(n_train / t.batch_size))
+    if cfg.epochs is not None:
+        t.max_steps = max(1, math.ceil(cfg.epochs * n_train / t.batch_size))
+    if cfg.warmup_fraction is not None:
+        t.warmup_steps = max(1, round(cfg.warmup_fraction * t.max_steps))
+    if cfg.evaluate_every_epochs is not None:
+        t.evaluate_every = max(1, round(cfg.evaluate_every_epochs * per_epoch)) if cfg.evaluate_every_epochs else 0
+    t.patience = cfg.patience if t.evaluate_every else 0
+    t.select_start = cfg.keep_start
+    return t
+
+
+def finetune(cfg: FinetuneConfig, out: str | os.PathLike[str], *, resume: bool = False,
+             progress: bool = True) -> dict[str, Any]:
+    """Adapt ``cfg.model`` to round ``cfg.fold`` of the HEAR task ``cfg.task`` in run directory
+    ``out`` (see :func:`finetune_rows`)."""
+    _check_out(Path(out), resume)
+    task = read_hear_task(cfg.task)
+    check_task(task)
+    split = pick_round(task, cfg.fold)
+    extra = {"task_dir": str(task.root), "fold": cfg.fold, "train_splits": split.train,
+             "valid_splits": split.valid, "round_splits": to_dict(split)}
+    return finetune_rows(cfg, round_rows(task, split), out, resume=resume, progress=progress, summary_extra=extra)
+
+
+def finetune_rows(cfg: FinetuneConfig, data: LabelledRows, out: str | os.PathLike[str], *, resume: bool = False,
+                  progress: bool = True, summary_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Adapt ``cfg.model`` to the labelled rows ``data`` (train / valid) and write the run
+    directory ``out`` with the adapted checkpoint ``out/model``.
+
+    Returns a summary (also written to ``out/finetune.json`` on completion). An interrupted run
+    leaves no ``finetune.json`` and continues with ``resume=True`` and the same configuration.
+    """
+    out = Path(out)
+    _check_out(out, resume)
+    encoder, base_spec, provenance = load_base(cfg.model, cfg.train.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # head initialisation
+        kind = SupervisedRecipe if cfg.method == "supervised" else ContrastiveRecipe
+        recipe: SupervisedRecipe | ContrastiveRecipe = kind(cfg, encoder, base_spec, data)
+    if resume:  # the head's initial state comes back with the checkpoint
+        prepared = dict(load_yaml(out / "run_config.yaml").get("prepared") or {})
+    else:
+        prepared = recipe.prepare()
+    train_cfg = _derive_schedule(cfg, recipe.num_examples())
+    resolved = merge(to_dict(cfg), {"train": to_dict(train_cfg), "base": provenance, "data": data.name,
+                                    "round": data.round, "prepared": prepared})
+    data_fp = fingerprint(data.train)
+    engine = Engine(recipe, train_cfg, out, resume=resume, resolved_config=resolved,
+                    data_fingerprint=data_fp, progress=progress)
+    result = engine.fit()
+    if not engine.dist.main or result["status"] not in FINISHED:
+        return result
+    chosen = "last"
+    best = out / "best"
+    if (best / "config.json").is_file():
+        ckpt.load_weights(recipe.model, ckpt.load_state_dict(best), str(best))
+        chosen = f"best (step {result['best_step']})"
+    n_trainable = sum(p.numel() for p in recipe.model.encoder.parameters() if p.requires_grad)
+    summary = {
+        "method": cfg.method, "task": data.name, "round": data.round, **(summary_extra or {}),
+        "train_clips": len(data.train), "valid_clips": len(data.valid), "base": provenance,
+        "status": result["status"], "steps": result["step"], "max_steps": train_cfg.max_steps, "weights": chosen,
+        "best_step": result["best_step"], "best_valid_score": result["best_score"],
+        "start_valid_score": result.get("start_score"),
+        "final_train_loss": result["loss"], "seconds": round(result["seconds"], 1),
+        "encoder_trainable_parameters": n_trainable, "frozen_parameters": len(recipe.frozen), **prepared,
+    }
+    meta = {"step": result["step"], "data_fingerprint": data_fp,
+            "adaptation": {k: summary[k] for k in ("method", "task", "round", "base", "weights", "best_valid_score")}}
+    ckpt.save_checkpoint(out / "model", recipe.result_spec(), recipe.model, meta=meta, overwrite=True)
+    if best.is_dir():  # its weights are now the final model
+        shutil.rmtree(best)
+    write_json(out / "finetune.json", summary)
+    return {**result, **summary, "checkpoint": str(out / "model")}
