@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from scipy.stats import gamma, hmean
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -25,6 +27,10 @@ from audiofm.asd.metrics import (
     write_submission,
 )
 from audiofm.data.dcase import read_dcase
+
+BASELINE = SHARED_DATA / "asd-machines" / "baseline.py"
+_RENDERED = os.environ.get("AUDIOFM_ASD_MACHINES")
+ASD_MACHINES = Path(_RENDERED) if _RENDERED else None
 
 # One section, two normals and two anomalies per domain (1 = anomaly):
 #   source normals 0.1, 0.4   source anomalies 0.35, 0.8
@@ -221,3 +227,30 @@ def test_submission_names_per_year() -> None:
     assert submission_name("anomaly_score", "valve", "04", 2020) == "anomaly_score_valve_id_04.csv"
     with pytest.raises(ValueError, match="domain"):
         submission_name("anomaly_score", "fan", "03", 2021)
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (BASELINE.is_file() and ASD_MACHINES is not None and ASD_MACHINES.is_dir()),
+                    reason="rendered asd-machines (AUDIOFM_ASD_MACHINES) and its baseline.py not available")
+def test_real_asd_machines_reproduces_the_readme_baseline() -> None:
+    """The set's own kNN baseline (README, seed 0) uses per-domain AUCs: the 2021 rule must give them."""
+    import importlib.util
+
+    assert ASD_MACHINES is not None
+    spec = importlib.util.spec_from_file_location("asd_machines_baseline", BASELINE)
+    assert spec is not None and spec.loader is not None
+    bl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bl)
+    rows = read_dcase(ASD_MACHINES / "car-engine")
+    tr = [r for r in rows if r.split == "train"]
+    te = [r for r in rows if r.split == "test"]
+    xtr = np.stack([bl.feature(r.path) for r in tr])
+    xte = np.stack([bl.feature(r.path) for r in te])
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+    zte, ztr = (xte - mu) / sd, (xtr - mu) / sd
+    s = np.sqrt(((zte[:, None] - ztr[None]) ** 2).sum(-1).min(1))     # distance to the nearest normal
+    per_domain = score_rows(te, s, year=2021)
+    assert per_domain.value("car-engine", "00", "source", "auc") == pytest.approx(0.776, abs=5e-4)
+    assert per_domain.value("car-engine", "00", "target", "auc") == pytest.approx(0.642, abs=5e-4)
+    official = score_rows(te, s)
+    assert official.value("car-engine", "00", "all", "pauc") == pytest.approx(0.573, abs=5e-4)
