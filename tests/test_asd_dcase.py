@@ -183,6 +183,11 @@ def test_evaluation_set_hidden_then_joined(tmp_path: Path) -> None:
     r1 = joined["section_00_0001.wav"]
     assert (r1.labels, r1.domain, r1.attributes["car"]) == (["anomaly"], "target", "C1")
     assert [joined[f"section_00_{i:04d}.wav"].labels[0] for i in range(4)] == ["normal", "anomaly", "anomaly", "normal"]
+    # ground truth that misses a hidden test clip of a machine type it covers is an error
+    partial = tmp_path / "partial.csv"
+    partial.write_text("file_name,anomaly\nToyTank/test/section_00_0000.wav,0\n")
+    with pytest.raises(DcaseNameError, match="(?s)3 file.*section_00_0001.wav: hidden label and no ground-truth"):
+        read_dcase(d, ground_truth=partial)
     # only the labels file: domains stay hidden
     only = read_dcase(d, ground_truth=gt / "ground_truth_data" / "ground_truth_ToyTank_section_00_test.csv")
     assert {r.domain for r in only if r.split == "test"} == {""}

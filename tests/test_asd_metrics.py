@@ -162,6 +162,13 @@ def test_missing_domain_is_left_out() -> None:
     assert set(got) == {("all", "auc"), ("all", "pauc"), ("source", "auc")}
 
 
+def test_no_official_score_without_domains() -> None:
+    # an evaluation set scored with labels but without the domain ground truth: pooled values only
+    sc = score_dcase(Y, S, ["fan"] * 8, ["00"] * 8, None, year=2023)
+    assert {(r["domain"], r["metric"]) for r in sc.table} == {("all", "auc"), ("all", "pauc")}
+    assert sc.official_score is None
+
+
 def test_decision_metrics_by_hand() -> None:
     # tp 1 (index 2), fp 1 (index 1), fn 1 (index 3): precision = recall = F1 = 1/2
     assert decision_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0])) == pytest.approx(
@@ -218,6 +225,9 @@ def test_submission_files_and_score_rows(tmp_path: Path) -> None:
     train = [r for r in read_dcase(tmp_path / "data") if r.split == "train"]
     with pytest.raises(ValueError, match="test clips only"):
         write_submission(out, train, [0.0])
+    with pytest.raises(ValueError, match=r"no decision threshold for machine type\(s\) \['fan'\]"):
+        write_submission(tmp_path / "none", rows, scores, threshold={"pump": 1.0})
+    assert not (tmp_path / "none").exists()
 
 
 def test_submission_names_per_year() -> None:

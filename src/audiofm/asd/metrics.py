@@ -117,6 +117,8 @@ def official_values(table: Sequence[Mapping[str, Any]], year: int) -> list[float
         keep = [("source", "auc"), ("target", "auc"), ("source", "pauc"), ("target", "pauc")]
     else:
         keep = [("source", "auc"), ("target", "auc"), ("all", "pauc")]
+        if not any(r["metric"] == "auc" and r["domain"] in DOMAINS for r in table):
+            return []                   # domains unknown (hidden, no ground truth): no official score
     return [float(r["value"]) for dm in keep for r in table if (r["domain"], r["metric"]) == dm
             and r["section"] not in ("", "mean")]
 
@@ -223,8 +225,6 @@ def write_submission(folder: str | os.PathLike[str], rows: Sequence[Row], scores
     """
     if len(rows) != len(scores):
         raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str, str], list[tuple[str, float]]] = {}
     yr = year
     for r, v in zip(rows, scores):
@@ -236,6 +236,12 @@ def write_submission(folder: str | os.PathLike[str], rows: Sequence[Row], scores
         groups.setdefault(key, []).append((Path(r.path).name, float(v)))
     if yr is None:
         raise ValueError("no rows to write")
+    if threshold is not None and not isinstance(threshold, (int, float)):
+        lacking = sorted({m for m, _, _ in groups} - set(threshold))
+        if lacking:
+            raise ValueError(f"no decision threshold for machine type(s) {lacking}")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for (machine, section, domain), items in sorted(groups.items()):
         items.sort()

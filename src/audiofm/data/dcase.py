@@ -78,7 +78,7 @@ class DcaseClip:
 
     machine: str
     section: str                 # "00".."05"; in 2020 the machine ID
-    split: str                   # "train" | "test" | "supplemental"
+    split: str                   # "train" | "test" | "supplemental" ("" if neither folder nor name says)
     index: str
     domain: str = ""             # "source" | "target" | "" (hidden / 2020)
     label: str = ""              # "normal" | "anomaly" | "" (hidden)
@@ -105,7 +105,7 @@ def parse_name(name: str, year: int, machine: str = "", split: str = "") -> Dcas
     name_split = "supplemental" if "kind" in g else g.get("split", "")
     if split and name_split and name_split != split:
         raise DcaseNameError(f"{name}: the name says {name_split!r} but the file is in the {split!r} folder")
-    clip = DcaseClip(machine=machine, section=g["section"], split=split or name_split or "test",
+    clip = DcaseClip(machine=machine, section=g["section"], split=split or name_split,
                      index=g["index"], domain=g.get("domain", ""), label=g.get("label", ""), kind=g.get("kind", ""))
     if clip.kind == "normal":
         clip.label = "normal"
@@ -194,7 +194,8 @@ def detect_year(root: str | os.PathLike[str]) -> int:
         return 2022
     if any(n.endswith("_" + NO_ATTRIBUTE) for n in names):
         return 2024
-    indices = [int(m.group(1)) for n in names if (m := re.match(r"section_\d\d_(?:.*_)?(\d{4})(?:_|$)", n))]
+    index = re.compile(r"section_\d\d_(?:(?:source|target)_(?:train|test)_(?:normal|anomaly)_)?(\d{4})(?:_|$)")
+    indices = [int(m.group(1)) for n in names if (m := index.match(n))]
     if indices and min(indices) == 1:
         return 2024
     return 2023
@@ -237,6 +238,7 @@ def read_dcase(root: str | os.PathLike[str], year: int | None = None,
     yr = year if year is not None else detect_year(root)
     truth = read_ground_truth(ground_truth, default_machine=dirs[0].name if len(dirs) == 1 else "") \
         if ground_truth is not None else {}
+    truth_machines = {m for m, _ in truth}
     rows: list[Row] = []
     errors: list[str] = []
     conflicts: list[str] = []
@@ -256,6 +258,9 @@ def read_dcase(root: str | os.PathLike[str], year: int | None = None,
                     continue
                 clip.domain = clip.domain or folder_domain
                 gt = truth.get((d.name, f.name)) or truth.get((d.name, f.stem))
+                if gt is None and split == "test" and d.name in truth_machines and not clip.label:
+                    conflicts.append(f"{d.name}/{folder}/{f.name}: hidden label and no ground-truth entry")
+                    continue
                 if gt is not None:
                     problem = _apply_truth(clip, gt, yr)
                     if problem:
