@@ -10,8 +10,9 @@ Per year (``y_true`` 1 = anomaly, larger score = more anomalous):
   the harmonic mean of all AUC-source, AUC-target and pAUC values, each floored at machine
   epsilon. Precision/recall/F1 of the decisions are computed on each domain's clips only.
 * 2021 (``y-kawagu/dcase2021_task2_evaluator``): per machine, section and domain, AUC and pAUC
-  on that domain's test clips only; the official score (task description) is the harmonic mean
-  of all those AUC and pAUC values, floored at machine epsilon.
+  on that domain's test clips only; the official score is the harmonic mean of all those AUC
+  and pAUC values together, floored at machine epsilon (the evaluator prints the two columns'
+  harmonic means separately; the combined mean is the task paper's ranking score, arXiv 2106.04492).
 * 2020 (``y-kawagu/dcase2020_task2_evaluator`` ``evaluator.py``): AUC and pAUC per machine ID
   (``section`` here) and their arithmetic mean per machine type. The challenge ranked teams by
   ranks, which one system cannot reproduce, so 2020 has no official score here.
