@@ -69,7 +69,14 @@ EXPECTED[2025] = EXPECTED[2024] + "; supplemental/section_00_{source|target}_sup
 
 
 class DcaseNameError(DataError):
-    """File names that do not follow the year's pattern (all of them, with the expected pattern)."""
+    """File names that do not follow the year's pattern (all of them, with the expected pattern).
+
+    ``reason`` is the short per-file part, used when many names are listed under one pattern.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass
@@ -100,7 +107,8 @@ def parse_name(name: str, year: int, machine: str = "", split: str = "") -> Dcas
         if m:
             break
     else:
-        raise DcaseNameError(f"{name}: not a DCASE {year} name; expected {EXPECTED[year]}")
+        raise DcaseNameError(f"{name}: not a DCASE {year} name; expected {EXPECTED[year]}",
+                             reason=f"{name}: not a DCASE {year} name")
     g = {k: v for k, v in m.groupdict().items() if v is not None}
     name_split = "supplemental" if "kind" in g else g.get("split", "")
     if split and name_split and name_split != split:
@@ -251,7 +259,7 @@ def read_dcase(root: str | os.PathLike[str], year: int | None = None,
                 try:
                     clip = parse_name(f.name, yr, machine=d.name, split=split)
                 except DcaseNameError as e:
-                    errors.append(f"{d.name}/{folder}/{e}")
+                    errors.append(f"{d.name}/{folder}/{e.reason}")
                     continue
                 if folder_domain and clip.domain and folder_domain != clip.domain:
                     errors.append(f"{d.name}/{folder}/{f.name}: the name says {clip.domain!r}, the folder {folder!r}")
