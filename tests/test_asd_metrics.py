@@ -23,6 +23,7 @@ from audiofm.asd.metrics import (
     score_dcase,
     score_rows,
     score_section,
+    score_submission,
     submission_name,
     write_submission,
 )
@@ -222,6 +223,15 @@ def test_submission_files_and_score_rows(tmp_path: Path) -> None:
     direct = score_dcase([r.labels == ["anomaly"] for r in rows], scores, ["fan"] * 8, ["00"] * 8,
                          [r.domain for r in rows], 2023)
     assert sc.official_score == pytest.approx(direct.official_score)
+    # the written files scored back as the evaluator reads them: same numbers, decisions included
+    back = score_submission(out, rows)
+    with_dec = score_rows(rows, scores, decisions=(scores > 0.5).astype(int))
+    assert back.table == with_dec.table and any(r["metric"] == "f1" for r in back.table)
+    assert back.official_score == pytest.approx(sc.official_score)
+    assert all(type(r["machine"]) is str and type(r["value"]) is float for r in back.table)
+    (out / "anomaly_score_fan_section_00_test.csv").write_text("section_00_source_test_normal_0000_a_1.wav,0.1\n")
+    with pytest.raises(ValueError, match="7 clip\\(s\\) missing"):
+        score_submission(out, rows)
     train = [r for r in read_dcase(tmp_path / "data") if r.split == "train"]
     with pytest.raises(ValueError, match="test clips only"):
         write_submission(out, train, [0.0])

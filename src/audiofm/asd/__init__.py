@@ -19,6 +19,7 @@ from .metrics import (
     score_dcase,
     score_rows,
     score_section,
+    score_submission,
     submission_name,
     write_submission,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "score_dcase",
     "score_rows",
     "score_section",
+    "score_submission",
     "submission_name",
     "write_submission",
 ]

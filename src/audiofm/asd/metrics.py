@@ -159,13 +159,13 @@ def score_dcase(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np
     if not (len(y) == len(s) == len(m) == len(sec) == len(d)):
         raise ValueError("labels, scores, machines, sections and domains must have the same length")
     out = DcaseScores(year=year)
-    for machine in sorted(set(m)):
+    for machine in sorted({str(v) for v in m}):
         per: dict[str, list[float]] = {"auc": [], "pauc": []}
-        for section in sorted(set(sec[m == machine])):
+        for section in sorted({str(v) for v in sec[m == machine]}):
             i = (m == machine) & (sec == section)
             for dom, metric, v in score_section(y[i], s[i], d[i], year, None if dec is None else dec[i]):
                 out.table.append({"machine": machine, "section": section, "domain": dom, "metric": metric,
-                                  "value": v})
+                                  "value": float(v)})
                 if metric in per:
                     per[metric].append(v)
         if year == 2020:
@@ -266,3 +266,47 @@ def read_submission(path: str | os.PathLike[str]) -> dict[str, float]:
             except ValueError:
                 raise DataError(f"{path}:{i}: expected <file name>,<number>, got {line!r}") from None
     return out
+
+
+def score_submission(folder: str | os.PathLike[str], rows: Sequence[Row], year: int | None = None) -> DcaseScores:
+    """Score a submission folder against labelled test rows, file by file as the evaluators do.
+
+    Reads each group's ``anomaly_score_*`` file (and ``decision_result_*`` when every group has
+    one); missing files, missing clips and clips that are not among the rows are all reported.
+    """
+    if not rows:
+        raise ValueError("no rows to score")
+    yr = year if year is not None else int(rows[0].attributes["dcase.year"])
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        c = dcase_clip(r)
+        groups.setdefault((c.machine, c.section, c.domain if yr == 2021 else ""), []).append(i)
+    scores = np.zeros(len(rows))
+    decisions: np.ndarray | None = np.zeros(len(rows), dtype=int)
+    problems: list[str] = []
+    for (machine, section, domain), idx in sorted(groups.items()):
+        path = Path(folder) / submission_name("anomaly_score", machine, section, yr, domain)
+        if not path.is_file():
+            problems.append(f"{path.name}: missing")
+            continue
+        names = [Path(rows[i].path).name for i in idx]
+        got = read_submission(path)
+        lacking, extra = sorted(set(names) - set(got)), sorted(set(got) - set(names))
+        if lacking or extra:
+            problems.append(f"{path.name}: {len(lacking)} clip(s) missing {lacking[:3]}, "
+                            f"{len(extra)} unknown {extra[:3]}")
+            continue
+        scores[idx] = [got[n] for n in names]
+        dec_path = path.with_name(path.name.replace("anomaly_score", "decision_result", 1))
+        if decisions is not None and yr != 2020 and dec_path.is_file():
+            dec = read_submission(dec_path)
+            if set(dec) != set(names):
+                problems.append(f"{dec_path.name}: its clips differ from the anomaly scores'")
+                continue
+            decisions[idx] = [int(dec[n]) for n in names]
+        else:
+            decisions = None
+    if problems:
+        raise DataError(f"{folder}: the submission does not match the {len(rows)} test clips:\n  "
+                        + "\n  ".join(problems))
+    return score_rows(rows, scores, yr, decisions)
