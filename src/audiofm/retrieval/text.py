@@ -87,7 +87,8 @@ class TextEncoder:
 
     @property
     def dim(self) -> int:
-        d = self.model.get_sentence_embedding_dimension()
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        d = get()
         if d is None:
             raise TextModelError(f"{self.path}: the model does not state its embedding dimension")
         return int(d)
