@@ -179,3 +179,12 @@ def test_tuxpaint_human_split():
     rel = read_relevance(TUXPAINT / "relevance_evaluation.csv")
     check_relevance(rel, rows)
     assert max(len(v) for v in rel.values()) == 2
+
+
+def test_quoted_multiline_caption_and_latin1_metadata(tmp_path: Path):
+    write(tmp_path / "clotho_captions_validation.csv",
+          'file_name,caption_1\r\nq.wav,"A bell rings,\nthen stops."\r\nr.wav,Wind.\r\n')
+    (tmp_path / "clotho_metadata_validation.csv").write_bytes("file_name,keywords\nq.wav,caf\xe9\n".encode("latin-1"))
+    rows = read_clotho(tmp_path, "validation")
+    assert rows[0].captions == ["A bell rings,\nthen stops."] and rows[1].captions == ["Wind."]
+    assert rows[0].attributes["keywords"] == "café"

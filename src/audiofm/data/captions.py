@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,7 +50,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[tupl
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")  # older Clotho metadata files are ISO-8859-1
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]
     if missing:
