@@ -12,7 +12,9 @@ github.com/KhushWadhwa24/dcase2025_task6_baseline):
   r_i ≤ k of the precision at that rank, i / r_i, divided by n, the number of relevant items
   (not min(n, k)) — the baseline's ``average_precision_at_k``. With one relevant item this is
   1 / rank within the top k and 0 beyond, the baseline's mAP@10 on the original pairs;
-- mAP@k: the mean of AP@k over queries.
+- mAP@k: the mean of AP@k over queries. DCASE 2025 ranks systems by mAP@16 on the
+  several-relevant annotations (dcase.community/challenge2025/task-language-based-audio-retrieval-results);
+  the baseline's code calls the same AP function with k = 10.
 
 Ties: the baseline ranks by ``torch.argsort``, whose order among equal scores is unspecified.
 Here it is explicit: ``ties="stable"`` (default) keeps equal-scored items in item order (a
