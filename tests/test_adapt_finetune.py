@@ -109,6 +109,10 @@ def test_supervised_learns_and_roundtrips(setup, tmp_path):
     assert [x["model"] for x in r["results"]] == ["base", "tuned"] and (rep / "projection.png").stat().st_size > 0
     assert all(-1 <= x["inter_cosine"] <= x["intra_cosine"] + 1 and x["rankme"] >= 1 for x in r["results"])
     assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--no-progress"]) == 2
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--overwrite",
+                 "--no-progress"]) == 0
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(out / "model"),
+                 "--overwrite", "--no-progress"]) == 2  # never over an input checkpoint
 
 
 def test_frozen_blocks_and_layer_decay(setup, tmp_path):
