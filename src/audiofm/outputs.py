@@ -37,10 +37,10 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool = False,
     """Refuse to write output ``path`` (set by ``flag``) before any work starts.
 
     An output is never one of ``inputs`` (files or folders the command reads), and a ``folder``
-    output never lies inside one of them, even with ``overwrite``. A file output must not exist; a ``folder`` output must not hold
-    anything but ``unfinished`` entries (names this command leaves in an unfinished output and
-    reuses, e.g. an embedding cache) — unless ``overwrite``, which lets the command replace its
-    own files in it. Returns ``path``."""
+    output never lies inside one of them, even with ``overwrite``. A file output must not
+    exist; a ``folder`` output must not hold anything but ``unfinished`` entries (names this
+    command leaves in an unfinished output and reuses, e.g. an embedding cache) — unless
+    ``overwrite``, which lets the command replace its own files in it. Returns ``path``."""
     out = Path(path)
     real = out.resolve()
     for src in inputs:
