@@ -109,6 +109,10 @@ def test_supervised_learns_and_roundtrips(setup, tmp_path):
     assert [x["model"] for x in r["results"]] == ["base", "tuned"] and (rep / "projection.png").stat().st_size > 0
     assert all(-1 <= x["inter_cosine"] <= x["intra_cosine"] + 1 and x["rankme"] >= 1 for x in r["results"])
     assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--no-progress"]) == 2
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(rep), "--overwrite",
+                 "--no-progress"]) == 0
+    assert main(["adapt-report", str(base), str(out), "--task", str(task), "--out", str(out / "model"),
+                 "--overwrite", "--no-progress"]) == 2  # never over an input checkpoint
 
 
 def test_frozen_blocks_and_layer_decay(setup, tmp_path):
@@ -322,3 +326,75 @@ def test_heads_standardise_and_projection_is_centred():
     p = head(torch.from_numpy(z).float() + 100.0)  # a common shift is cancelled by batch statistics
     np.testing.assert_allclose(p.mean(0).detach().numpy(), 0.0, atol=1e-5)
     assert p.std(0).min() > 0.5  # not collapsed to a single point
+
+
+def test_cli_resume_continues_with_saved_settings(setup, tmp_path, monkeypatch, capsys):
+    """``finetune --resume`` alone continues the saved run (epochs-derived schedule, head init,
+    lr); a changed option is refused with the difference; an allowed one is recorded."""
+    task, base = setup
+    args = ["finetune", "--model", str(base), "--task", str(task), "--epochs", "1.5", "--batch-size", "6",
+            "--lr", "1e-3", "--no-progress", "--set", "train.ckpt_every=2", "--set", "train.log_every=1",
+            "--set", "evaluate_every_epochs=0"]
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert main([*args, "--out", str(full)]) == 0
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 2 and not final:
+            raise Crash()
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
+    with pytest.raises(Crash):
+        main([*args, "--out", str(run)])
+    monkeypatch.setattr(eng.Engine, "save", orig)
+    capsys.readouterr()
+    assert main(["finetune", "--out", str(run), "--resume", "--lr", "0.01", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.001 → 0.01" in err and "--allow-change train.lr" in err and err.count("\n") == 1
+    assert main(["finetune", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "finetune.json").read_text())["steps"] == json.loads(
+        (full / "finetune.json").read_text())["steps"]
+    a, b = _state(full), _state(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run is never resumed or overwritten
+    assert main(["finetune", "--out", str(run), "--resume", "--no-progress"]) == 2
+    assert "finished fine-tuning run" in capsys.readouterr().err
+
+
+def test_resume_records_an_allowed_change(setup, tmp_path, monkeypatch):
+    import yaml
+
+    from audiofm.train.engine import RunDirError
+
+    task, base = setup
+    cfg = _cfg(base, task, evaluate_every_epochs=0, train={"max_steps": 4, "ckpt_every": 2})
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    def save_then_stop(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 2 and not final:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, tmp_path / "r", progress=False)
+    monkeypatch.setattr(eng.Engine, "save", orig)
+    longer = _cfg(base, task, evaluate_every_epochs=0, train={"max_steps": 6, "ckpt_every": 2})
+    with pytest.raises(RunDirError, match=r"train\.max_steps: 4 → 6"):
+        finetune(longer, tmp_path / "r", resume=True, progress=False)
+    res = finetune(longer, tmp_path / "r", resume=True, progress=False, allow_change=["train.max_steps"])
+    assert res["steps"] == 6
+    saved = yaml.safe_load((tmp_path / "r" / "run_config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 6
+    assert saved["history"][0]["step"] == 2
+    assert saved["history"][0]["changes"]["train.max_steps"] == {"saved": 4, "given": 6}

@@ -53,7 +53,10 @@ def test_config_file_and_resume(tmp_path, audio_folder, capsys):
     assert json.loads((run / "model" / "config.json").read_text())["model"]["pretraining"]["mask_mode"] == "time"
     assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--max-steps", "4", "--resume",
+    # a longer schedule changes the run: refused unless asked for, then recorded
+    assert main(["pretrain", "--out", str(run), "--max-steps", "4", "--resume", "--no-progress"]) == 2
+    assert "train.max_steps: 2 → 4" in capsys.readouterr().err
+    assert main(["pretrain", "--out", str(run), "--max-steps", "4", "--resume", "--allow-change", "train.max_steps",
                  "--no-progress"]) == 0
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

@@ -95,6 +95,24 @@ def test_evaluate_logmel_end_to_end(tasks: Path, small_config: Path, tmp_path: P
     assert "Paired comparisons" in msum and "logmel@run2" in msum
     assert (merged / "plots" / "scores_by_task.png").read_bytes().startswith(PNG)
 
+    # nothing is overwritten without being asked, and never a command's own input
+    results = (run / "results.csv").read_bytes()
+    assert main(["report", str(run), str(run2), "--out", str(run), "--overwrite"]) == 2
+    assert main(["report", str(run2), "--out", str(run)]) == 2  # another run's results.csv
+    assert main(["report", str(run), "--out", str(run / "plots")]) == 2  # into an input run
+    assert (run / "results.csv").read_bytes() == results
+    assert main(["report", str(run), str(run2), "--out", str(merged)]) == 2
+    summary = (merged / "summary.md").read_text()
+    assert main(["report", str(run2), "--out", str(merged), "--overwrite"]) == 0
+    assert (merged / "summary.md").read_text() != summary
+    pre = tmp_path / "pretrain_run"
+    pre.mkdir()
+    (pre / "run_config.yaml").write_text("model: x\n")
+    assert main(["report", str(run), "--out", str(pre)]) == 2
+    assert sorted(p.name for p in pre.iterdir()) == ["run_config.yaml"]
+    assert main(["evaluate", "--baseline", "logmel", "--tasks", str(tasks), "--out", str(tasks / "pitch-tvt"),
+                 "--overwrite", "--no-progress"]) == 2
+
 
 def test_models_random_baseline_and_comparisons(tasks: Path, small_config: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
@@ -130,6 +148,11 @@ def test_errors_are_one_line(tasks: Path, tmp_path: Path, capsys: pytest.Capture
     assert rc == 2 and "missing" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no results.csv" in capsys.readouterr().err
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.csv").write_text("model\n")
+    rc = main(["evaluate", "--baseline", "logmel", "--tasks", str(tasks), "--out", str(tmp_path / "done")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "already exists and holds results.csv; pass --overwrite" in err and "\n" not in err.strip()
     assert not (tmp_path / "o" / "results.csv").exists()
 
 

@@ -27,6 +27,7 @@ from audiofm.eval.suite import (
     run_evaluation,
     select_rounds,
 )
+from audiofm.outputs import OutputError
 
 
 @pytest.fixture(autouse=True)
@@ -212,5 +213,5 @@ def test_run_rows_per_seed_and_fold(tmp_path: Path) -> None:
     assert tasks_json["kf"]["fingerprint"]["clips"] == 24
     assert [r["name"] for r in tasks_json["kf"]["rounds"]] == ["fold00", "fold01"]
     assert fake.calls > 0
-    with pytest.raises(EvalError, match="already holds"):
+    with pytest.raises(OutputError, match="already exists and holds"):
         run_evaluation(cfg, embedders=[EmbedderSpec("fake", fake, {}, "test")])

@@ -33,9 +33,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, Any], *,
                    required: Mapping[str, str] | None = None, nulls: Iterable[str] = (),
-                   check: Callable[[dict[str, Any]], list[str]] | None = None) -> T:
-    """``cls`` from its defaults < ``args.config`` (YAML) < ``flags`` (nested; None values
-    dropped) < ``args.set`` overrides, typed and checked by :func:`~audiofm.config.from_dict`.
+                   check: Callable[[dict[str, Any]], list[str]] | None = None,
+                   base: Mapping[str, Any] | None = None) -> T:
+    """``cls`` from its defaults < ``base`` (e.g. the saved settings of a run being resumed) <
+    ``args.config`` (YAML) < ``flags`` (nested; None values dropped) < ``args.set`` overrides,
+    typed and checked by :func:`~audiofm.config.from_dict`.
 
     ``required`` maps dotted keys that must end up non-empty to the flag that sets them
     (``{"data.source": "--data"}``); ``nulls`` are dotted keys set to None after the flags (e.g.
@@ -44,7 +46,9 @@ def resolve_config(cls: type[T], args: argparse.Namespace, flags: Mapping[str, A
     ConfigError."""
     from .config import ConfigError, drop_none, from_dict, load_yaml, merge, parse_overrides
 
-    data: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    data: dict[str, Any] = dict(base or {})
+    if getattr(args, "config", None):
+        data = merge(data, load_yaml(args.config))
     data = merge(data, drop_none(dict(flags)))
     for key in nulls:
         *parents, last = key.split(".")
@@ -73,6 +77,36 @@ def _get(data: Mapping[str, Any], key: str) -> Any:
             return None
         node = node[p]
     return node
+
+
+def add_resume_options(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--allow-change KEY`` of a training command (see docs/reliability.md)."""
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint with its saved settings; "
+                             "options given as well must not change the run (default: off)")
+    parser.add_argument("--allow-change", action="append", default=[], metavar="KEY[,KEY]",
+                        help="with --resume: let these dotted settings (or sections, e.g. train.max_steps, "
+                             "train) differ from the saved run; the change is recorded in run_config.yaml "
+                             "(repeatable) (default: none)")
+
+
+def resume_base(args: argparse.Namespace, cls: type) -> dict[str, Any] | None:
+    """The saved settings of the run in ``args.out`` when ``args.resume`` (the base the given
+    options apply to), else None; ``--allow-change`` without ``--resume`` is refused."""
+    from .config import ConfigError
+
+    if not args.resume:
+        if args.allow_change:
+            raise ConfigError("--allow-change only applies with --resume")
+        return None
+    from .train.checkpointing import saved_settings
+
+    return saved_settings(args.out, cls)
+
+
+def allowed_changes(args: argparse.Namespace) -> list[str]:
+    """The dotted keys of ``--allow-change`` (repeatable, comma-separated)."""
+    return [k.strip() for item in args.allow_change for k in item.split(",") if k.strip()]
 
 
 def config_defaults(target: str) -> type[argparse.HelpFormatter]:

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import __version__
-from ._commands import add_config_options, command, config_defaults, resolve_config
+from ._commands import (
+    add_config_options,
+    add_resume_options,
+    allowed_changes,
+    command,
+    config_defaults,
+    resolve_config,
+    resume_base,
+)
 from .config import ConfigError
 
 PRETRAIN = "audiofm.train.pretrain:PretrainConfig"
@@ -35,9 +43,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    "(`audiofm info --list`) (default: {model})")
     p.add_argument("--data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks "
                    "(required unless data.source is in --config)")
-    p.add_argument("--out", required=True, help="run directory (must be new unless --resume) (required)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
-                   "(default: off)")
+    p.add_argument("--out", required=True, help="run directory: new, or one a start left without a checkpoint "
+                   "(reused), or a run to continue with --resume (required)")
+    add_resume_options(p)
     p.add_argument("--splits", help="comma-separated splits to keep, e.g. HEAR folds fold02,fold03,fold04 "
                    "(default: all)")
     p.add_argument("--max-steps", type=int, help="optimizer steps of the whole schedule (default: {train.max_steps})")
@@ -83,7 +91,8 @@ def pretrain_config_from_args(args: argparse.Namespace) -> Any:
         flags["data"]["splits"] = [s for s in args.splits.split(",") if s]
     if args.stats:
         flags["model_overrides"] = {"encoder": {"frontend": _read_stats(args.stats)}}
-    return resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"}, check=_check_model)
+    return resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"}, check=_check_model,
+                          base=resume_base(args, PretrainConfig))
 
 
 def _check_model(data: dict[str, Any]) -> list[str]:
@@ -116,11 +125,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .train.pretrain import pretrain
 
     cfg = pretrain_config_from_args(args)
-    result = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    result = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                      allow_change=allowed_changes(args))
     print(f"{result['status']} at step {result['step']}: loss {result['loss']:.4f}; "
           f"{result['seconds']:.0f} s; checkpoint {result['checkpoint']}")
     if result["status"] != "completed":
-        print(f"resume with: audiofm pretrain --out {args.out} --resume [same data options]")
+        print(f"resume with: audiofm pretrain --out {args.out} --resume")
     return 0 if result["status"] in ("completed", "time budget reached") else 130
 
 
@@ -176,13 +186,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .audio import AUDIO_EXTENSIONS
     from .data import Row, read_rows
     from .embed_io import embed_rows, write_embeddings
+    from .outputs import check_output
 
     cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "pooling": args.pooling,
                                              "chunk_seconds": args.chunk_seconds, "batch_size": args.batch_size,
                                              "frames": args.frames})
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
+    out = check_output(args.out, overwrite=args.overwrite, inputs=(args.ckpt, args.input))
     if out.suffix not in (".npz", ".parquet"):
         raise ConfigError(f"--out must end in .npz or .parquet, got {out.name}")
     kw: dict[str, Any] = {"layer": cfg.layer, "pooling": cfg.pooling, "batch_size": cfg.batch_size}
@@ -222,7 +231,8 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
     p.add_argument("--model", help="preset whose front end to use (default: {model})")
     p.add_argument("--max-clips", type=int, help="clips to use at most (default: {max_clips})")
-    p.add_argument("--out", help="write JSON here (default: print only)")
+    p.add_argument("--out", help="write JSON here, must not exist unless --overwrite (default: print only)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (default: off)")
     add_config_options(p)
     p.set_defaults(func=command("stats", cmd_stats))
 
@@ -234,9 +244,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .frontend import LogMel
     from .io import write_json
     from .models.registry import model_config
+    from .outputs import check_output
     from .train.pretrain import compute_stats
 
     cfg = resolve_config(StatsConfig, args, {"model": args.model, "max_clips": args.max_clips})
+    if args.out:
+        check_output(args.out, overwrite=args.overwrite, inputs=(args.data,))
     fe = model_config(cfg.model).encoder.frontend
     rows = read_rows(args.data)
     store = ClipStore(rows, fe.sample_rate)
@@ -325,6 +338,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="fixed number of pretraining steps instead of --minutes "
                    "(default: {steps})")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out (default: off)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in --out "
+                   "(default: off)")
     add_config_options(p)
     p.set_defaults(func=command("demo", cmd_demo))
 
@@ -336,7 +351,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(DemoConfig, args, {"model": args.model, "minutes": args.minutes,
                                             "per_family": args.per_family, "steps": args.steps})
-    run_demo(Path(args.out), resume=args.resume, **asdict(cfg))
+    run_demo(Path(args.out), resume=args.resume, overwrite=args.overwrite, **asdict(cfg))
     return 0
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,18 @@ from .data import read_manifest
 from .data.synth import FAMILIES, make_demo_dataset
 from .embed_io import embed_rows
 from .embedding import AudioEmbedder
+from .io import write_json, write_text
+from .outputs import check_output
+
+DEMO_FILES = ("data", "run", "summary.json", "summary.md")  # what the demo writes in ``out``
 
 
 def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_family: int = 120,
              resume: bool = False, batch_size: int = 32, precision: str = "bf16",
-             steps: int | None = None) -> dict[str, Any]:
-    """Run the demo in ``out``; ``steps`` fixes the step count instead of fitting ``minutes``."""
+             steps: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo in ``out``; ``steps`` fixes the step count instead of fitting ``minutes``.
+    An existing ``out`` is continued with ``resume``, replaced (the demo's own files) with
+    ``overwrite``, refused otherwise."""
     from .api import load, random_like
     from .eval.baselines import LogMelEmbedder
     from .eval.probes import ProbeData, knn_probe, linear_probe
@@ -34,6 +41,14 @@ def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_f
     from .train.pretrain import DataConfig, PretrainConfig, pretrain
 
     out = Path(out)
+    if not resume:
+        check_output(out, overwrite=overwrite, folder=True)
+        for name in DEMO_FILES if overwrite else ():
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
     t0 = time.time()
     print(f"[1/4] generating {per_family} clips for each of {len(FAMILIES)} sound families in {out / 'data'}")
     make_demo_dataset(out / "data", per_family=per_family)
@@ -80,8 +95,8 @@ def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_f
     summary = {"model": model, "steps": steps, "loss_first": losses[0], "loss_last": losses[-1],
                "train_seconds": result["seconds"], "total_seconds": time.time() - t0,
                "results": [dict(zip(("embedding", "dim", "knn_acc", "k", "linear_acc"), r)) for r in table]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
     print(f"done in {time.time() - t0:.0f} s. Loss curve: {run / 'loss_curve.png'}; summary: {out / 'summary.md'}")
     print("Next: pretrain on your own audio with\n  audiofm pretrain --model msm_vit_tiny --data YOUR_AUDIO_DIR "
           "--out runs/mine --max-steps 2000")

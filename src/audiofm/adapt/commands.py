@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .._commands import add_config_options, command, config_defaults, resolve_config, standalone_main
+from .._commands import (
+    add_config_options,
+    add_resume_options,
+    allowed_changes,
+    command,
+    config_defaults,
+    resolve_config,
+    resume_base,
+    standalone_main,
+)
 
 FINETUNE = "audiofm.adapt.config:FinetuneConfig"
 
@@ -59,8 +68,7 @@ def add_parsers(subparsers: Any) -> None:
                    "(default: {fold})")
     p.add_argument("--out", required=True, metavar="CKPT_DIR", help="new checkpoint/run directory, never "
                    "overwritten (required)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out with the same "
-                   "options (default: off)")
+    add_resume_options(p)
     p.add_argument("--epochs", type=float, help="passes over the training split (default: {epochs})")
     p.add_argument("--max-steps", type=int, help="optimizer steps, instead of --epochs (default: from --epochs)")
     p.add_argument("--max-minutes", type=float, help="stop after this wall time and keep the best weights so far "
@@ -110,6 +118,8 @@ def add_parsers(subparsers: Any) -> None:
                                     "directory names)")
     r.add_argument("--projection", choices=["pca", "tsne"], help="2-D projection (default: {projection})")
     r.add_argument("--batch-size", type=int, help="clips per embedding batch (default: {batch_size})")
+    r.add_argument("--overwrite", action="store_true", help="write into an existing --out, replacing its report "
+                   "(default: off)")
     add_config_options(r)
     r.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
     r.set_defaults(func=command("adapt-report", cmd_adapt_report))
@@ -134,7 +144,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                   "precision": args.precision, "seed": args.seed, "max_minutes": args.max_minutes},
     }
     return resolve_config(FinetuneConfig, args, flags, required={"model": "--model", "task": "--task"},
-                          nulls=("epochs",) if args.max_steps is not None else ())
+                          nulls=("epochs",) if args.max_steps is not None else (),
+                          base=resume_base(args, FinetuneConfig))
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -142,10 +153,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .tune import FINISHED, finetune
 
     cfg = config_from_args(args)
-    res = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    res = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                   allow_change=allowed_changes(args))
     if res["status"] not in FINISHED:  # interrupted: nothing final written
-        print(f"{res['status']} at step {res['step']}; resume with: audiofm finetune --out {args.out} --resume "
-              "[same options]", file=sys.stderr)
+        print(f"{res['status']} at step {res['step']}; resume with: audiofm finetune --out {args.out} --resume",
+              file=sys.stderr)
         return 130
     if "method" not in res:  # another process of a torchrun group; the first one wrote the result
         return 0
@@ -154,7 +166,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"{res['method']} fine-tuning of {res['task']} ({res['round']}) {res['status']} after {res['steps']} "
           f"steps in {res['seconds']:.0f} s{best}; checkpoint {args.out}")
     if args.report:
-        rep = adapt_report([("base", cfg.model), ("tuned", args.out)], cfg.task, Path(args.out) / "report",
+        rep = adapt_report([("base", cfg.model), ("tuned", str(Path(args.out) / "model"))], cfg.task,
+                           Path(args.out) / "report",
                            fold=cfg.fold, projection=args.projection, progress=not args.no_progress)
         for r in rep["results"]:
             print(f"  {r['model']:>5}: linear {r['linear']:.3f}  kNN {r['knn']:.3f}  intra/inter cos "
@@ -180,7 +193,8 @@ def cmd_adapt_report(args: argparse.Namespace) -> int:
     else:
         labels = [Path(m.rstrip("/")).name or m for m in args.models]
     rep = adapt_report(list(zip(labels, args.models)), cfg.task, args.out, fold=cfg.fold,
-                       projection=cfg.projection, batch_size=cfg.batch_size, progress=not args.no_progress)
+                       projection=cfg.projection, batch_size=cfg.batch_size, progress=not args.no_progress,
+                       overwrite=args.overwrite)
     print((Path(args.out) / "report.md").read_text())
     return 0 if rep["results"] else 1
 

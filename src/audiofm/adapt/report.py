@@ -20,6 +20,7 @@ from ..data import Row, read_hear_task
 from ..data.tasks import LabelledRows, check_task, encode_labels, pick_round, round_rows
 from ..embedding import AudioEmbedder
 from ..io import write_json, write_text
+from ..outputs import check_output
 from .geometry import geometry, plot_projections
 
 
@@ -57,17 +58,17 @@ def probe_embeddings(clip: np.ndarray, labels: np.ndarray, parts: dict[str, np.n
 
 
 def adapt_report(models: list[tuple[str, str]], task_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                 fold: int = 0, projection: str = "pca", batch_size: int = 16, progress: bool = True
-                 ) -> dict[str, Any]:
+                 fold: int = 0, projection: str = "pca", batch_size: int = 16, progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Probe and plot ``models`` (``(label, checkpoint dir or preset)``, e.g. base then tuned)
     on one round of a HEAR task; writes ``report.md``, ``report.json`` and ``projection.png``
-    to the new directory ``out``. Returns the JSON content."""
+    to the new directory ``out`` (an existing one only with ``overwrite``; never into an
+    input). Returns the JSON content."""
     from ..embed_io import clip_matrix, embed_rows
     from ..eval.probes import standardize
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists; choose a new --out (nothing was overwritten)")
+    out = check_output(out, overwrite=overwrite, folder=True,
+                       inputs=[task_dir, *(src for _, src in models if Path(src).exists())])
     task = read_hear_task(task_dir)
     check_task(task)
     split = pick_round(task, fold)

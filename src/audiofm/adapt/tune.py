@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..data.tasks import LabelledRows, check_task, pick_round, round_rows
 from ..io import write_json
 from ..models.encoder import AudioEncoder
 from ..models.registry import list_models, model_config
+from ..train.checkpointing import check_run_dir
 from ..train.engine import Engine, TrainConfig
 from .config import FinetuneConfig
 from .contrastive import ContrastiveRecipe
@@ -62,16 +64,24 @@ def load_base(name_or_path: str, seed: int = 0) -> tuple[AudioEncoder, ckpt.Chec
     raise ckpt.CheckpointError(f"{p}: no such checkpoint or run directory (nor a model preset name)")
 
 
-def _check_out(out: Path, resume: bool) -> None:
+RUN_FILES = ("finetune.json", "report")  # what fine-tuning writes in its run directory besides the engine
+FREE_ON_RESUME = ("cache_mb", "eval_batch_size")  # never change what is computed
+
+
+def _check_out(out: Path, resume: bool) -> bool:
+    """Whether ``out`` can take this run (RunDirError / FileExistsError otherwise, before any
+    work); True when a checkpoint will be resumed from."""
     if (out / "finetune.json").exists():
         raise FileExistsError(f"{out} already holds a finished fine-tuning run; choose a new --out (nothing was "
                               "overwritten)")
-    if resume:
-        if not (out / "run_config.yaml").exists():
-            raise FileNotFoundError(f"{out}: nothing to resume (no run_config.yaml)")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists; choose a new --out or pass --resume to continue an "
-                              "interrupted run (nothing was overwritten)")
+    return check_run_dir(out, resume, RUN_FILES)
+
+
+def _derived(cfg: FinetuneConfig) -> list[str]:
+    """The ``train.*`` settings :func:`_derive_schedule` computes from other settings."""
+    pairs = (("train.max_steps", cfg.epochs), ("train.warmup_steps", cfg.warmup_fraction),
+             ("train.evaluate_every", cfg.evaluate_every_epochs))
+    return [k for k, src in pairs if src is not None] + ["train.patience", "train.select_start"]
 
 
 def _derive_schedule(cfg: FinetuneConfig, n_train: int) -> TrainConfig:
@@ -89,7 +99,7 @@ def _derive_schedule(cfg: FinetuneConfig, n_train: int) -> TrainConfig:
 
 
 def finetune(cfg: FinetuneConfig, out: str | os.PathLike[str], *, resume: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, allow_change: Sequence[str] = ()) -> dict[str, Any]:
     """Adapt ``cfg.model`` to round ``cfg.fold`` of the HEAR task ``cfg.task`` in run directory
     ``out`` (see :func:`finetune_rows`)."""
     _check_out(Path(out), resume)
@@ -98,25 +108,28 @@ def finetune(cfg: FinetuneConfig, out: str | os.PathLike[str], *, resume: bool =
     split = pick_round(task, cfg.fold)
     extra = {"task_dir": str(task.root), "fold": cfg.fold, "train_splits": split.train,
              "valid_splits": split.valid, "round_splits": to_dict(split)}
-    return finetune_rows(cfg, round_rows(task, split), out, resume=resume, progress=progress, summary_extra=extra)
+    return finetune_rows(cfg, round_rows(task, split), out, resume=resume, progress=progress, summary_extra=extra,
+                         allow_change=allow_change)
 
 
 def finetune_rows(cfg: FinetuneConfig, data: LabelledRows, out: str | os.PathLike[str], *, resume: bool = False,
-                  progress: bool = True, summary_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  progress: bool = True, summary_extra: dict[str, Any] | None = None,
+                  allow_change: Sequence[str] = ()) -> dict[str, Any]:
     """Adapt ``cfg.model`` to the labelled rows ``data`` (train / valid) and write the run
     directory ``out`` with the adapted checkpoint ``out/model``.
 
     Returns a summary (also written to ``out/finetune.json`` on completion). An interrupted run
-    leaves no ``finetune.json`` and continues with ``resume=True`` and the same configuration.
+    leaves no ``finetune.json`` and continues with ``resume=True`` and the same configuration
+    (settings named in ``allow_change`` may differ; the change is recorded in ``run_config.yaml``).
     """
     out = Path(out)
-    _check_out(out, resume)
+    from_checkpoint = _check_out(out, resume)
     encoder, base_spec, provenance = load_base(cfg.model, cfg.train.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # head initialisation
         kind = SupervisedRecipe if cfg.method == "supervised" else ContrastiveRecipe
         recipe: SupervisedRecipe | ContrastiveRecipe = kind(cfg, encoder, base_spec, data)
-    if resume:  # the head's initial state comes back with the checkpoint
+    if from_checkpoint:  # the head's initial state comes back with the checkpoint
         prepared = dict(load_yaml(out / "run_config.yaml").get("prepared") or {})
     else:
         prepared = recipe.prepare()
@@ -125,10 +138,19 @@ def finetune_rows(cfg: FinetuneConfig, data: LabelledRows, out: str | os.PathLik
                                     "round": data.round, "prepared": prepared})
     data_fp = fingerprint(data.train)
     engine = Engine(recipe, train_cfg, out, resume=resume, resolved_config=resolved,
-                    data_fingerprint=data_fp, progress=progress)
-    result = engine.fit()
-    if not engine.dist.main or result["status"] not in FINISHED:
-        return result
+                    data_fingerprint=data_fp, progress=progress, allow_change=allow_change, free=FREE_ON_RESUME,
+                    derived=_derived(cfg), run_files=RUN_FILES)
+    with engine.hold():  # the final writes below stay under the run directory's lock
+        result = engine.fit()
+        if not engine.dist.main or result["status"] not in FINISHED:
+            return result
+        return _finish(cfg, data, out, recipe, result, train_cfg, provenance, prepared, data_fp, summary_extra)
+
+
+def _finish(cfg: FinetuneConfig, data: LabelledRows, out: Path, recipe: SupervisedRecipe | ContrastiveRecipe,
+            result: dict[str, Any], train_cfg: TrainConfig, provenance: dict[str, Any], prepared: dict[str, Any],
+            data_fp: dict[str, Any], summary_extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The final checkpoint ``out/model`` (best weights when validated) and ``finetune.json``."""
     chosen = "last"
     best = out / "best"
     if (best / "config.json").is_file():

@@ -99,7 +99,10 @@ def add_parsers(subparsers: Any) -> None:
                     "and charts. Settings: ReportConfig (audiofm.eval.commands) — defaults < --config < flags "
                     "< --set.")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished `audiofm evaluate` run directories")
-    r.add_argument("--out", required=True, metavar="DIR", help="directory to write the merged report (required)")
+    r.add_argument("--out", required=True, metavar="DIR", help="new directory to write the merged report, never "
+                   "one of the RUN_DIRs (required)")
+    r.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out, replacing "
+                   "files of the same name (default: off)")
     r.add_argument("--compare-to", choices=["first", "best"],
                    help="paired comparisons against the first model or the best per task (default: {compare_to})")
     add_config_options(r)
@@ -146,7 +149,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .report import report_runs
 
         cfg = resolve_config(ReportConfig, args, {"compare_to": args.compare_to})
-        written = report_runs(args.runs, args.out, compare_to=cfg.compare_to)
+        written = report_runs(args.runs, args.out, compare_to=cfg.compare_to, overwrite=args.overwrite)
         print(f"wrote {len(written)} files to {args.out} (summary: {args.out}/summary.md)", file=sys.stderr)
         return 0
 

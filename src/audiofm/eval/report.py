@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_text
+from ..outputs import check_output
 from .plots import plot_dual_probe, plot_scores_by_task
 from .registry import PROBES, metric_info, metric_order
 from .results import DIAGNOSTIC_FIELDS, RESULT_FIELDS, EvalError, RunData, merge_runs, read_run, write_csv
@@ -209,9 +210,11 @@ def write_report(data: RunData, out_dir: str | Path, *, compare_to: str = "first
 
 
 def report_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, compare_to: str = "first",
-                confidence: float = 0.95) -> list[Path]:
-    """Merge finished runs into one comparison in ``out_dir`` (``audiofm report``)."""
+                confidence: float = 0.95, overwrite: bool = False) -> list[Path]:
+    """Merge finished runs into one comparison in ``out_dir`` (``audiofm report``): a new or
+    empty folder, an existing one only with ``overwrite``, never one of the runs or inside one."""
     if not run_dirs:
         raise EvalError("give at least one RUN_DIR")
     data = merge_runs([read_run(d) for d in run_dirs])
+    check_output(out_dir, overwrite=overwrite, folder=True, inputs=run_dirs)
     return write_report(data, out_dir, compare_to=compare_to, confidence=confidence, write_results=True)

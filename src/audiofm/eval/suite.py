@@ -16,6 +16,7 @@ directory with one is complete.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ import numpy as np
 from ..data import DataError, HearTask, Split, fingerprint, read_hear_task
 from ..data.tasks import check_task, encode_labels, round_rows, select_rounds
 from ..io import write_json
+from ..outputs import RunLock, check_output
 from ..runinfo import write_run_info
 from .cache import EmbeddingCache, get_embeddings
 from .metrics import metric_names, primary_metric
@@ -90,22 +92,37 @@ def run_evaluation(cfg: EvalConfig, argv: list[str] | None = None,
     ``embedders`` replaces model/baseline loading (for tests and library use).
     """
     with limit_threads(cfg.threads):
-        return _run(cfg, argv, embedders)
+        out = _check_out(cfg)  # before taking the lock: it creates the folder
+        created = not out.exists()
+        try:
+            with RunLock(out):
+                return _run(cfg, argv, embedders)
+        finally:
+            if created:  # a run refused before it wrote anything leaves no folder
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+
+
+# what an unfinished evaluation leaves in its run directory; a rerun reuses it (cached embeddings)
+UNFINISHED = ("embeddings", "config.json", "run_info.json", "tasks.json", "diagnostics.csv", "timings.json", "plots")
+
+
+def _check_out(cfg: EvalConfig) -> Path:
+    if not cfg.out:
+        raise EvalError("--out RUN_DIR is required")
+    return check_output(cfg.out, overwrite=cfg.overwrite, folder=True, unfinished=UNFINISHED,
+                        inputs=[cfg.tasks, *cfg.models])
 
 
 def _prepare(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSpec] | None
              ) -> tuple[Path, list[HearTask], dict[Path, list[Split]], list[EmbedderSpec], EmbeddingCache]:
-    if not cfg.out:
-        raise EvalError("--out RUN_DIR is required")
-    out = Path(cfg.out)
-    if (out / "results.csv").exists() and not cfg.overwrite:
-        raise EvalError(f"{out}: already holds a finished run (results.csv); pass --overwrite to replace it "
-                        "(cached embeddings are kept) or choose another --out")
+    out = _check_out(cfg)
     tasks = [read_hear_task(d) for d in discover_tasks(cfg.tasks, cfg.only)]
     for t in tasks:
         check_task(t)
     rounds = {t.root: select_rounds(t.rounds(), cfg.folds, cfg.max_folds, where=str(t.root)) for t in tasks}
     specs = embedders if embedders is not None else load_embedders(cfg)
+    _check_out(cfg)  # again, under the lock the caller now holds
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.csv", "summary.md", "comparisons.csv"):
         (out / stale).unlink(missing_ok=True)

@@ -15,10 +15,11 @@ all of it — for batch-coupled losses too, when they compute over :meth:`Batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import CheckpointSpec
 from ..config import ConfigError, to_dict
-from .checkpointing import Checkpointer, RunDirError
+from .checkpointing import Checkpointer, RunDirError, check_run_dir
 from .data_order import batch_ids, global_batch, mix, seed_step
 from .distributed import (
     Dist,
@@ -48,7 +49,7 @@ from .schedule import build_optimizer, lr_at, param_groups, set_lr
 from .validation import Validator
 
 __all__ = ["Batch", "Dist", "Engine", "Recipe", "RunDirError", "TrainConfig", "batch_ids", "check_recipe",
-           "lr_at", "micro_batches", "mix", "param_groups", "resolve_device", "setup_distributed"]
+           "check_run_dir", "lr_at", "micro_batches", "mix", "param_groups", "resolve_device", "setup_distributed"]
 
 FINISHED = ("completed", "time budget reached", "early stopped")  # runs whose last weights are final
 _STOPS = (None, "interrupted", "time budget reached", "early stopped")
@@ -192,12 +193,21 @@ class StopSignals:
 
 
 class Engine:
-    """Runs a :class:`Recipe` in ``run_dir``; call :meth:`fit`."""
+    """Runs a :class:`Recipe` in ``run_dir``; call :meth:`fit` (inside :meth:`hold` when the
+    caller writes more into the run directory afterwards).
+
+    ``resume``: continue from the newest checkpoint (a folder a start left without one starts
+    afresh). ``resolved_config``: the run's settings, saved in ``run_config.yaml``; on resume
+    they are compared with the saved ones — ``allow_change`` (dotted keys or sections) may
+    differ and is recorded, ``free`` keys never change what is computed, ``derived`` keys follow
+    from others (see :func:`~.checkpointing.resume_changes`). ``run_files``: further names the
+    recipe writes in ``run_dir``."""
 
     def __init__(self, recipe: Recipe, cfg: TrainConfig, run_dir: str | os.PathLike[str], *,
                  resume: bool = False, resolved_config: dict[str, Any] | None = None,
                  data_fingerprint: dict[str, Any] | None = None, progress: bool = True,
-                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+                 on_checkpoint: Callable[[int, Path], None] | None = None, allow_change: Sequence[str] = (),
+                 free: Sequence[str] = (), derived: Sequence[str] = (), run_files: Sequence[str] = ()) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, cfg, Path(run_dir)
         self.resume, self.progress = resume, progress
         self.resolved_config = resolved_config or {}
@@ -205,7 +215,8 @@ class Engine:
         check_recipe(recipe, cfg, self.dist.world)
         self.step = 0
         self.checkpoints = Checkpointer(recipe, run_dir, self.dist, keep=cfg.keep_checkpoints,
-                                        data_fingerprint=data_fingerprint, on_checkpoint=on_checkpoint)
+                                        data_fingerprint=data_fingerprint, on_checkpoint=on_checkpoint,
+                                        run_files=run_files, allow_change=allow_change, free=free, derived=derived)
         self.validator = Validator(recipe, cfg, self.dist, self.checkpoints.save_best)
 
     @property
@@ -221,16 +232,25 @@ class Engine:
                  "world_size": self.dist.world, "early_stop": dict(self.best)}
         return self.checkpoints.save(self.step, state, final)
 
+    def hold(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold the run directory (its lock and a check of what it holds) for a block; yields
+        whether a checkpoint is resumed from. :meth:`fit` holds it too (re-entrant)."""
+        return self.checkpoints.hold(self.resume)
+
     def fit(self) -> dict[str, Any]:
+        with self.hold():
+            return self._fit()
+
+    def _fit(self) -> dict[str, Any]:
         cfg, val = self.cfg, self.validator
-        self.checkpoints.prepare(self.resume, self.resolved_config, world_size=self.dist.world,
-                                 device=str(self.device))
         model = self.recipe.model.to(self.device)
         optimizer = build_optimizer(self.recipe, model, cfg)
-        if self.resume:
+        if self.checkpoints.from_checkpoint:
             state = self.checkpoints.restore(model, optimizer)
             self.step = int(state["step"])
             val.state.update(state.get("early_stop") or {})
+        self.checkpoints.prepare(self.resolved_config, self.step, world_size=self.dist.world,
+                                 device=str(self.device))
         train_model = wrap_ddp(model, self.device, self.dist)
         speed, last_loss, status = Throughput(), float("nan"), "completed"
         with (StopSignals() as signals, MetricsLog(self.run_dir / "metrics.jsonl", self.dist.main) as log,

@@ -20,6 +20,7 @@ from ..frontend import LogMel
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, model_config
 from .budget import calibrate_steps
+from .checkpointing import check_run_dir
 from .data_order import mix
 from .distributed import setup
 from .engine import Batch, Engine, TrainConfig
@@ -119,33 +120,39 @@ def load_rows(data: DataConfig) -> list[Row]:
     return rows
 
 
+# pretraining settings that never change what is computed (free to change on resume)
+FREE_ON_RESUME = ("data.cache_mb", "data.check", "stats_clips")
+
+
 def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
-             rows: Sequence[Row] | None = None) -> dict[str, Any]:
-    """Pretrain and return the engine's summary. On resume the saved model config is reused."""
+             rows: Sequence[Row] | None = None, allow_change: Sequence[str] = ()) -> dict[str, Any]:
+    """Pretrain and return the engine's summary. Everything is checked (run directory, model,
+    data) before the run directory is written. ``resume`` continues the run in ``out`` from its
+    checkpoint with its saved model; ``cfg`` must then equal the saved settings except for the
+    dotted keys of ``allow_change`` (recorded in ``run_config.yaml``)."""
     from .. import checkpoint as ckpt
 
     out = Path(out)
+    from_checkpoint = check_run_dir(out, resume)
     model_cfg = resolve_config(cfg)  # fail on a bad model name before touching the data
     if rows is None:
         rows = load_rows(cfg.data)
-    if resume:
-        latest = ckpt.latest_checkpoint(out / "checkpoints")
-        if latest is not None:
-            model_cfg = ckpt.load_config(latest)
+    latest = ckpt.latest_checkpoint(out / "checkpoints") if from_checkpoint else None
+    if latest is not None:
+        model_cfg = ckpt.load_config(latest)
     store = ClipStore(rows, model_cfg.encoder.frontend.sample_rate, cfg.data.cache_mb)
-    if cfg.data.check and not resume:
+    if cfg.data.check and latest is None:
         store.check()
     fe = model_cfg.encoder.frontend
-    if not resume and fe.mean == 0.0 and fe.std == 1.0:
+    if latest is None and fe.mean == 0.0 and fe.std == 1.0:
         mean, std = compute_stats(store, LogMel(fe), cfg.stats_clips, cfg.train.seed, progress)
         fe = dataclasses.replace(fe, mean=round(mean, 6), std=round(std, 6))
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
     recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
-    if resume:
-        saved = ckpt.latest_checkpoint(out / "checkpoints")
-        if saved is not None and cfg.budget_minutes is not None:  # keep the calibrated schedule
-            tc = ckpt.load_train_state(saved)["train_config"]
+    if latest is not None:
+        if cfg.budget_minutes is not None:  # keep the calibrated schedule
+            tc = ckpt.load_train_state(latest)["train_config"]
             cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
     elif cfg.budget_minutes is not None:
         device, d = setup(cfg.train.device, cfg.train.threads)
@@ -156,7 +163,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
             print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
-                    data_fingerprint=fingerprint(rows), progress=progress)
+                    data_fingerprint=fingerprint(rows), progress=progress, allow_change=allow_change,
+                    free=FREE_ON_RESUME, derived=("resolved_model",))
     return engine.fit()
 
 
