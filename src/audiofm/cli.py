@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from . import __version__
 from ._commands import add_config_options, command, config_defaults, resolve_config
-from .config import ConfigError
+from .config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 PRETRAIN = "audiofm.train.pretrain:PretrainConfig"
 
@@ -134,8 +134,8 @@ class EmbedConfig:
 
     layer: int = -1
     pooling: Literal["mean", "max", "meanmax"] = "mean"
-    chunk_seconds: float | None = None
-    batch_size: int = 16
+    chunk_seconds: NonNegativeFloat | None = None
+    batch_size: PositiveInt = 16
     frames: bool = False
 
     def __post_init__(self) -> None:
@@ -176,6 +176,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .audio import AUDIO_EXTENSIONS
     from .data import Row, read_rows
     from .embed_io import embed_rows, write_embeddings
+    from .io import check_writable
 
     cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "pooling": args.pooling,
                                              "chunk_seconds": args.chunk_seconds, "batch_size": args.batch_size,
@@ -192,6 +193,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     src = Path(args.input)
     rows = ([Row(path=str(src), id=src.name)] if src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS
             else read_rows(src))
+    check_writable(out, need_bytes=len(rows) * (4 * model.embed_dim + 512))  # before the long part
     result = embed_rows(model, rows, progress=not args.no_progress)
     write_embeddings(result, rows, out, frames=cfg.frames, meta={"model": str(args.ckpt),
                      "fingerprint": model.fingerprint(), "dim": model.embed_dim})
@@ -206,8 +208,8 @@ class StatsConfig:
     the dataset is larger. seed: seed of that subset."""
 
     model: str = "msm_vit_tiny"
-    max_clips: int = 500
-    seed: int = 0
+    max_clips: PositiveInt = 500
+    seed: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
         if self.max_clips < 1:
@@ -232,11 +234,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .data import fingerprint, read_rows
     from .data.dataset import ClipStore
     from .frontend import LogMel
-    from .io import write_json
+    from .io import check_writable, write_json
     from .models.registry import model_config
     from .train.pretrain import compute_stats
 
     cfg = resolve_config(StatsConfig, args, {"model": args.model, "max_clips": args.max_clips})
+    if args.out:
+        check_writable(args.out)
     fe = model_config(cfg.model).encoder.frontend
     rows = read_rows(args.data)
     store = ClipStore(rows, fe.sample_rate)
@@ -299,10 +303,10 @@ class DemoConfig:
     batch_size: clips per step. precision: 'bf16' or 'fp32' autocast."""
 
     model: str = "msm_vit_tiny"
-    minutes: float = 5.0
-    steps: int | None = None
-    per_family: int = 120
-    batch_size: int = 32
+    minutes: PositiveFloat = 5.0
+    steps: PositiveInt | None = None
+    per_family: Annotated[int, Range(ge=2)] = 120
+    batch_size: PositiveInt = 32
     precision: Literal["fp32", "bf16"] = "bf16"
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._commands import add_config_options, command, config_defaults, resolve_config, standalone_main
+from ..config import NonNegativeInt, PositiveInt
 
 FINETUNE = "audiofm.adapt.config:FinetuneConfig"
 
@@ -29,10 +30,10 @@ class AdaptReportConfig:
     clips, 'pca' or 'tsne'. batch_size: clips per embedding batch."""
 
     task: str = ""
-    fold: int = 0
+    fold: NonNegativeInt = 0
     labels: list[str] | None = None
     projection: Literal["pca", "tsne"] = "pca"
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
 
     def __post_init__(self) -> None:
         if self.projection not in ("pca", "tsne"):
@@ -138,10 +139,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..io import check_writable
     from .report import adapt_report
     from .tune import FINISHED, finetune
 
     cfg = config_from_args(args)
+    check_writable(args.out)
     res = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if res["status"] not in FINISHED:  # interrupted: nothing final written
         print(f"{res['status']} at step {res['step']}; resume with: audiofm finetune --out {args.out} --resume "
@@ -165,12 +168,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_adapt_report(args: argparse.Namespace) -> int:
     from ..config import ConfigError
+    from ..io import check_writable
     from .report import adapt_report
 
     labels_flag = [s.strip() for s in args.labels.split(",")] if args.labels else None
     cfg = resolve_config(AdaptReportConfig, args, {"task": args.task, "fold": args.fold, "labels": labels_flag,
                                                    "projection": args.projection, "batch_size": args.batch_size},
                          required={"task": "--task"})
+    check_writable(args.out)
     if cfg.labels is not None:
         labels = cfg.labels
         if len(labels) != len(args.models):

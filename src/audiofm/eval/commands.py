@@ -143,9 +143,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     def run() -> int:
+        from ..io import check_writable
         from .report import report_runs
 
         cfg = resolve_config(ReportConfig, args, {"compare_to": args.compare_to})
+        check_writable(args.out)
         written = report_runs(args.runs, args.out, compare_to=cfg.compare_to)
         print(f"wrote {len(written)} files to {args.out} (summary: {args.out}/summary.md)", file=sys.stderr)
         return 0

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..data import DataError, HearTask, Split, fingerprint, read_hear_task
 from ..data.tasks import check_task, encode_labels, round_rows, select_rounds
-from ..io import write_json
+from ..io import check_writable, write_json
 from ..runinfo import write_run_info
 from .cache import EmbeddingCache, get_embeddings
 from .metrics import metric_names, primary_metric
@@ -101,6 +101,8 @@ def _prepare(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSp
     if (out / "results.csv").exists() and not cfg.overwrite:
         raise EvalError(f"{out}: already holds a finished run (results.csv); pass --overwrite to replace it "
                         "(cached embeddings are kept) or choose another --out")
+    check_writable(out)
+    check_writable(cfg.cache_dir())
     tasks = [read_hear_task(d) for d in discover_tasks(cfg.tasks, cfg.only)]
     for t in tasks:
         check_task(t)
