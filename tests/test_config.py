@@ -394,6 +394,29 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     assert "peak learning rate (default: 0.0001)" in ft and "(default: 10)" in ft
 
 
+def test_help_teaches_every_command_and_option() -> None:
+    """A walk over every sub-command's help: what each argument does, its default or that it is
+    required, no unfilled placeholders or markup; the top-level help lists every command."""
+    parser = build_parser()
+    top = parser.format_help()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s", top, re.M), name
+        assert p.description, name
+        text = p.format_help()
+        assert not re.search(r"`|\{@?[\w.:]+\}|:class:|\*\*", text), (name, text)
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            shown = " ".join((action.help or "").split())
+            assert re.search(r"\((default|required)[:,)]|\(required", shown) or "default:" in shown, (name, action.dest)
+            if action.required:  # required options and positionals say so
+                assert "required" in shown, (name, action.dest)
+    assert not re.search(r"`|\{|\*\*|:class:", top) and "COMMAND --help" in top
+    for name in ("pretrain", "finetune", "embed", "evaluate"):
+        assert "usage: audiofm " + name in sub.choices[name].format_help()
+
+
 def test_guard_debug_traceback_and_interrupt(monkeypatch, capsys) -> None:
     def boom() -> int:
         raise ConfigError("bad value")

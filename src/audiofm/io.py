@@ -188,4 +188,4 @@ def check_writable(path: str | os.PathLike[str], need_bytes: int = 0) -> None:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, round(n / 1024))} KB"

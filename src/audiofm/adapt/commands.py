@@ -49,7 +49,7 @@ def add_parsers(subparsers: Any) -> None:
         formatter_class=config_defaults(FINETUNE),
         description="Fine-tune a checkpoint on the train splits of one HEAR round (validation split for "
                     "checkpoint selection / early stopping; the test split is never read) and write a new "
-                    "checkpoint directory --out that `audiofm.load` embeds like any other. Settings: "
+                    "checkpoint directory --out that audiofm.load embeds like any other. Settings: "
                     "FinetuneConfig (audiofm.adapt.config; sections train, augment, supervised, contrastive) "
                     "— defaults < --config YAML < flags < --set key.sub=value (see docs/adaptation.md).")
     p.add_argument("--model", metavar="CKPT", help="base checkpoint or run directory (required, or model in "
@@ -103,7 +103,7 @@ def add_parsers(subparsers: Any) -> None:
         description="Embed one HEAR round with each model, fit linear and kNN probes (train → valid → test) and "
                     "write report.md, report.json and projection.png (test clips, coloured by class) to --out. "
                     "Settings: AdaptReportConfig (audiofm.adapt.commands) — defaults < --config < flags < --set.")
-    r.add_argument("models", nargs="+", metavar="CKPT", help="checkpoints to compare, e.g. BASE TUNED")
+    r.add_argument("models", nargs="+", metavar="CKPT", help="checkpoints to compare, e.g. BASE TUNED (required)")
     r.add_argument("--task", metavar="TASK_DIR", help="HEAR task directory (required, or task in --config)")
     r.add_argument("--fold", type=int, help="HEAR round to report on (default: {fold})")
     r.add_argument("--out", required=True, metavar="DIR", help="new report directory (required)")

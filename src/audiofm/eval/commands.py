@@ -95,10 +95,10 @@ def add_parsers(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "report", help="merge finished evaluation runs into one comparison",
         formatter_class=config_defaults("audiofm.eval.commands:ReportConfig"),
-        description="Merge run directories of `audiofm evaluate` into one results.csv, summary.md "
+        description="Merge run directories of audiofm evaluate into one results.csv, summary.md "
                     "and charts. Settings: ReportConfig (audiofm.eval.commands) — defaults < --config < flags "
                     "< --set.")
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished `audiofm evaluate` run directories")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished audiofm evaluate run directories (required)")
     r.add_argument("--out", required=True, metavar="DIR", help="directory to write the merged report (required)")
     r.add_argument("--compare-to", choices=["first", "best"],
                    help="paired comparisons against the first model or the best per task (default: {compare_to})")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..data import DataError, HearTask, Split, fingerprint, read_hear_task
+from ..data.hear import check_unique_names
 from ..data.tasks import check_task, encode_labels, round_rows, select_rounds
 from ..io import check_writable, write_json
 from ..runinfo import write_run_info
@@ -104,6 +105,7 @@ def _prepare(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSp
     check_writable(out)
     check_writable(cfg.cache_dir())
     tasks = [read_hear_task(d) for d in discover_tasks(cfg.tasks, cfg.only)]
+    check_unique_names(tasks)
     for t in tasks:
         check_task(t)
     rounds = {t.root: select_rounds(t.rounds(), cfg.folds, cfg.max_folds, where=str(t.root)) for t in tasks}
