@@ -230,24 +230,24 @@ CASES: list[Case] = [
          "--out", "{ws}/ft", "--layer-decay", "0"], "layer_decay: got 0.0, expected a number in (0, 1]"),
     Case("Configuration values", "stats over 0 clips", ["stats", "{ws}/audio", "--max-clips", "0"],
          "max_clips: got 0, expected an integer ≥ 1"),
-    Case("Bad input", "missing data folder", [*P[:4], "{ws}/nowhere", *P[5:]], "no such file or directory"),
-    Case("Bad input", "empty CSV manifest", [*P[:4], "{ws}/empty.csv", *P[5:]], "the file is empty"),
-    Case("Bad input", "header-only CSV manifest", ["embed", "{ws}/ckpt", "{ws}/header.csv", "--out", "{ws}/e.npz"],
+    Case("Input files", "missing data folder", [*P[:4], "{ws}/nowhere", *P[5:]], "no such file or directory"),
+    Case("Input files", "empty CSV manifest", [*P[:4], "{ws}/empty.csv", *P[5:]], "the file is empty"),
+    Case("Input files", "header-only CSV manifest", ["embed", "{ws}/ckpt", "{ws}/header.csv", "--out", "{ws}/e.npz"],
          "the manifest has no rows (only a header)"),
-    Case("Bad input", "JSON array manifest", ["embed", "{ws}/ckpt", "{ws}/array.json", "--out", "{ws}/e.npz"],
+    Case("Input files", "JSON array manifest", ["embed", "{ws}/ckpt", "{ws}/array.json", "--out", "{ws}/e.npz"],
          "holds a JSON array; a manifest is JSON Lines"),
-    Case("Bad input", "unknown backbone in config.json", ["info", "{ws}/ckpt_rnn"], "unknown backbone 'rnn'"),
-    Case("Bad input", "weights missing", ["info", "{ws}/ckpt_noweights"], "model.safetensors is missing"),
-    Case("Bad input", "weights truncated", ["info", "{ws}/ckpt_truncated"], "corrupt or truncated weights"),
-    Case("Bad input", "weights of another model", ["info", "{ws}/ckpt_foreign"],
+    Case("Input files", "unknown backbone in config.json", ["info", "{ws}/ckpt_rnn"], "unknown backbone 'rnn'"),
+    Case("Input files", "weights missing", ["info", "{ws}/ckpt_noweights"], "model.safetensors is missing"),
+    Case("Input files", "weights truncated", ["info", "{ws}/ckpt_truncated"], "corrupt or truncated weights"),
+    Case("Input files", "weights of another model", ["info", "{ws}/ckpt_foreign"],
          "the weights do not belong to this config.json"),
-    Case("Bad input", "broken --stats file", [*P, "--stats", "{ws}/stats.json"],
-         "expected the JSON written by `audiofm stats`"),
-    Case("Bad input", "embed --layer out of range", [*E, "--out", "{ws}/e.npz", "--layer", "5"],
+    Case("Input files", "broken --stats file", [*P, "--stats", "{ws}/stats.json"],
+         "expected the JSON written by 'audiofm stats'"),
+    Case("Input files", "embed --layer out of range", [*E, "--out", "{ws}/e.npz", "--layer", "5"],
          "layer 5 out of range for a 2-block encoder"),
-    Case("Bad input", "two tasks with one task_name", [*EVAL[:5], "--probes", "knn", "--out", "{ws}/ev"],
+    Case("Input files", "two tasks with one task_name", [*EVAL[:5], "--probes", "knn", "--out", "{ws}/ev"],
          "have the same task_name 'toy'"),
-    Case("Bad input", "output would overwrite", [*E, "--out", "{ws}/old.npz"], "already exists; pass --overwrite"),
+    Case("Input files", "output would overwrite", [*E, "--out", "{ws}/old.npz"], "already exists; pass --overwrite"),
     Case("Disk and permissions", "embed into a read-only folder", [*E, "--out", "{ws}/ro/e.npz"],
          "ro/e.npz: cannot write: read-only file system", fault="read-only"),
     Case("Disk and permissions", "pretrain into a read-only folder", [*P[:6], "{ws}/ro/run", "--no-progress"],
@@ -353,19 +353,21 @@ def run_cases(cases: list[Case] | None = None, spawn: bool = False, ws: Path | N
 
 
 def table(outcomes: list[Outcome], markdown: bool = False) -> str:
-    """``case → message`` rows grouped by section (the workspace folder shown as ``WS``)."""
-    lines: list[str] = []
+    """``case → message`` rows grouped by class of mistake (the workspace folder shown as ``WS``)."""
+    lines = ["| class | case | message (exit 2) |", "|---|---|---|"] if markdown else []
     section = None
     for o in outcomes:
-        if o.case.section != section:
-            section = o.case.section
-            lines += (["", f"### {section}", "", "| case | message (exit 2) |", "|---|---|"] if markdown
-                      else ["", f"== {section}"])
         msg = o.message.replace(str(o.ws), "WS")
         name = o.case.name + (f" (simulated: {o.case.fault})" if o.case.fault else "")
         flag = "" if not o.problems() else "  <-- " + "; ".join(o.problems())
-        cell = msg.replace("|", "\\|")
-        lines.append(f"| {name} | {cell} |" if markdown else f"{name:50s} {msg}{flag}")
+        if markdown:
+            cell = msg.replace("|", "\\|")
+            lines.append(f"| {o.case.section if o.case.section != section else ''} | {name} | `{cell}` |")
+        else:
+            if o.case.section != section:
+                lines += ["", f"== {o.case.section}"]
+            lines.append(f"{name:50s} {msg}{flag}")
+        section = o.case.section
     return "\n".join(lines).lstrip("\n")
 
 

@@ -28,7 +28,7 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(bad_inputs, tmp_p
     failures = {o.case.name: o.problems() for o in outcomes if o.problems()}
     assert not failures, bad_inputs.table(outcomes)
     sections = {o.case.section for o in outcomes}
-    assert sections == {"Configuration values", "Bad input", "Disk and permissions"}
+    assert sections == {"Configuration values", "Input files", "Disk and permissions"}
     assert len(outcomes) == len(bad_inputs.CASES) >= 25
 
 

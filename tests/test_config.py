@@ -349,7 +349,7 @@ def test_yaml_e_notation_and_eval_c_grid(tmp_path) -> None:
     (["adapt-report", "CKPT", "--out", "OUT", "--set", "fold=x"],
      ["--task is required", "fold: got 'x', expected an integer"]),
     (["pretrain", "--model", "msm_vit_debug", "--data", "DATA", "--out", "OUT", "--stats", "DATA/x.flac"],
-     ["--stats DATA/x.flac: expected the JSON written by `audiofm stats`"]),
+     ["--stats DATA/x.flac: expected the JSON written by 'audiofm stats'"]),
 ])
 def test_bad_settings_are_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys, audio_folder,
                                                               argv, parts) -> None:

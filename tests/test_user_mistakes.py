@@ -118,9 +118,9 @@ def test_bad_checkpoint_config_is_one_line(tmp_path: Path, capsys, edit, message
 
 def test_stats_file_and_layer_out_of_range(tmp_path: Path, audio_folder: Path, capsys) -> None:
     run = tmp_path / "run"
-    for text, message in (("{not json", "expected the JSON written by `audiofm stats`"),
+    for text, message in (("{not json", "expected the JSON written by 'audiofm stats'"),
                           ('{"mean": 1, "std": 0}', "needs a finite mean and a std > 0, got mean 1.0, std 0.0"),
-                          ("[1, 2]", "expected the JSON written by `audiofm stats`")):
+                          ("[1, 2]", "expected the JSON written by 'audiofm stats'")):
         (tmp_path / "s.json").write_text(text)
         assert main(["pretrain", "--model", "msm_vit_debug", "--data", str(audio_folder), "--out", str(run),
                      "--stats", str(tmp_path / "s.json")]) == 2

@@ -67,7 +67,7 @@ def _read_stats(path: str) -> dict[str, float]:
     except OSError as e:
         raise ConfigError(f"--stats {path}: cannot read ({e.strerror or e})") from None
     except (ValueError, TypeError, KeyError):
-        raise ConfigError(f"--stats {path}: expected the JSON written by `audiofm stats` "
+        raise ConfigError(f"--stats {path}: expected the JSON written by 'audiofm stats' "
                           "(with numeric mean and std)") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ConfigError(f"--stats {path}: needs a finite mean and a std > 0, got mean {mean}, std {std}")
