@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from . import __version__
 from ._commands import add_config_options, command, config_defaults, resolve_config
-from .config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
+from .config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, check_ranges
 
 PRETRAIN = "audiofm.train.pretrain:PretrainConfig"
 
@@ -146,10 +146,7 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "max", "meanmax"):
             raise ValueError(f"pooling must be mean, max or meanmax, got {self.pooling!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.chunk_seconds is not None and self.chunk_seconds < 0:
-            raise ValueError(f"chunk_seconds must be ≥ 0 (0 = whole input) or null, got {self.chunk_seconds}")
+        check_ranges(self)
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -217,8 +214,7 @@ class StatsConfig:
     seed: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.max_clips < 1:
-            raise ValueError(f"max_clips must be ≥ 1, got {self.max_clips}")
+        check_ranges(self)
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
@@ -317,10 +313,7 @@ class DemoConfig:
     precision: Literal["fp32", "bf16"] = "bf16"
 
     def __post_init__(self) -> None:
-        if self.minutes <= 0 or (self.steps is not None and self.steps < 1):
-            raise ValueError(f"minutes must be > 0 and steps ≥ 1 (or null), got {self.minutes}, {self.steps}")
-        if self.per_family < 2 or self.batch_size < 1:
-            raise ValueError(f"per_family must be ≥ 2 and batch_size ≥ 1, got {self.per_family}, {self.batch_size}")
+        check_ranges(self)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -41,8 +41,6 @@ class FrontendConfig:
             self.n_fft = 1 << math.ceil(math.log2(self.win_length))
         if self.n_fft < self.win_length:
             raise ValueError(f"n_fft={self.n_fft} is shorter than the window ({self.win_length} samples)")
-        if self.std <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
 
     @property
     def win_length(self) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._commands import add_config_options, command, config_defaults, resolve_config, standalone_main
-from ..config import NonNegativeInt, PositiveInt
+from ..config import NonNegativeInt, PositiveInt, check_ranges
 
 FINETUNE = "audiofm.adapt.config:FinetuneConfig"
 
@@ -38,8 +38,7 @@ class AdaptReportConfig:
     def __post_init__(self) -> None:
         if self.projection not in ("pca", "tsne"):
             raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
-        if self.fold < 0 or self.batch_size < 1:
-            raise ValueError(f"fold must be ≥ 0 and batch_size ≥ 1, got {self.fold}, {self.batch_size}")
+        check_ranges(self)
 
 
 def add_parsers(subparsers: Any) -> None:

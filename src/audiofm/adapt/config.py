@@ -48,10 +48,6 @@ class SupervisedConfig:
             raise ValueError(f"head_init must be 'probe' or 'random', got {self.head_init!r}")
         if self.mixup_level not in ("waveform", "embedding"):
             raise ValueError(f"mixup_level must be 'waveform' or 'embedding', got {self.mixup_level!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.mixup_alpha < 0 or not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError("mixup_alpha must be ≥ 0 and head_dropout in [0, 1)")
 
 
 @dataclass
@@ -67,10 +63,6 @@ class ContrastiveConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.proj_dim < 1 or self.proj_hidden < 0 or self.clips_per_class < 0:
-            raise ValueError("proj_dim must be ≥ 1, proj_hidden and clips_per_class ≥ 0")
 
 
 def _default_train() -> TrainConfig:
@@ -129,12 +121,6 @@ class FinetuneConfig:
         check_ranges(self)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0 (or null), got {self.epochs}")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.freeze_blocks < 0 or self.fold < 0 or self.patience < 0:
-            raise ValueError("freeze_blocks, fold and patience must be ≥ 0")
 
 
 def finetune_config_from(data: dict[str, Any]) -> FinetuneConfig:

@@ -29,8 +29,8 @@ class LinearProbeConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         self.c_grid = tuple(float(c) for c in self.c_grid)
-        if not self.c_grid or min(self.c_grid) <= 0:
-            raise ValueError(f"linear.c_grid must hold positive values, got {self.c_grid}")
+        if not self.c_grid:
+            raise ValueError("linear.c_grid must hold at least one value")
 
 
 @dataclass
@@ -50,8 +50,8 @@ class MLPProbeConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
-        if not self.lr_grid or min(self.lr_grid) <= 0:
-            raise ValueError(f"mlp.lr_grid must hold positive values, got {self.lr_grid}")
+        if not self.lr_grid:
+            raise ValueError("mlp.lr_grid must hold at least one value")
 
 
 @dataclass
@@ -66,8 +66,8 @@ class KNNProbeConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         self.k_grid = tuple(int(k) for k in self.k_grid)
-        if not self.k_grid or min(self.k_grid) < 1:
-            raise ValueError(f"knn.k_grid must hold values ≥ 1, got {self.k_grid}")
+        if not self.k_grid:
+            raise ValueError("knn.k_grid must hold at least one value")
 
 
 @dataclass

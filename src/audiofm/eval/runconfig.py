@@ -65,20 +65,10 @@ class EvalConfig:
         bad = [p for p in self.probes if p not in PROBES]
         if bad or not self.probes:
             raise EvalError(f"unknown probe(s) {bad or '(none)'}; choose from {', '.join(PROBES)}")
-        if self.seeds < 1:
-            raise EvalError(f"--seeds must be ≥ 1, got {self.seeds}")
         if self.pooling not in POOLINGS:
             raise EvalError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.compare_to not in ("first", "best"):
             raise EvalError(f"--compare-to must be 'first' or 'best', got {self.compare_to!r}")
-        if self.max_folds is not None and self.max_folds < 1:
-            raise EvalError(f"--max-folds must be ≥ 1, got {self.max_folds}")
-        for name in ("threads", "probe_threads"):
-            n = getattr(self, name)
-            if n is not None and n < 1:
-                raise EvalError(f"{name} must be ≥ 1, got {n}")
-        if not 0 < self.confidence < 1:
-            raise EvalError(f"confidence must be in (0, 1), got {self.confidence}")
 
     @property
     def seed_list(self) -> list[int]:
