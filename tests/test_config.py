@@ -9,14 +9,24 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 import yaml
 
 from audiofm import _commands
 from audiofm.cli import build_parser, main
-from audiofm.config import ConfigError, from_dict, load_yaml, parse_overrides, to_dict
+from audiofm.config import (
+    ConfigError,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    check_ranges,
+    from_dict,
+    load_yaml,
+    parse_overrides,
+    to_dict,
+)
 from audiofm.models.backbones import SIZE_DIMS, backbone_config, preset_fields
 from audiofm.models.backbones.mamba import MambaConfig
 from audiofm.models.backbones.transformer import TransformerConfig
@@ -96,6 +106,64 @@ def test_all_problems_in_one_error() -> None:
     assert "run.steps: got 3.7" in msg and "run.flag: got 'maybe'" in msg
     assert "run.inner: rate must be ≥ 0, got -1.0" in msg  # __post_init__ checks run and are collected
     assert "run.tuned: unknown key(s) x; valid keys: names, rate" in msg
+
+
+@dataclass
+class Ranged:
+    steps: PositiveInt = 10
+    lr: PositiveFloat = 1e-3
+    ratio: Annotated[float, Range(gt=0, le=1)] = 1.0
+    limit: PositiveInt | None = None
+    grid: tuple[PositiveFloat, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        self.derived = 1.0 / self.lr  # runs only on values inside their ranges
+
+
+def test_ranges_are_declared_once_and_reported_with_every_other_problem() -> None:
+    with pytest.raises(ConfigError) as e:
+        from_dict(Ranged, {"steps": 0, "lr": "-1e-3", "ratio": 1.5, "limit": 0, "grid": [1, 0]}, where="")
+    assert e.value.problems == ["steps: got 0, expected an integer ≥ 1", "lr: got '-1e-3', expected a number > 0",
+                                "ratio: got 1.5, expected a number in (0, 1]",
+                                "limit: got 0, expected an integer ≥ 1 or null",
+                                "grid[1]: got 0, expected a number > 0"]
+    assert from_dict(Ranged, {"steps": 1, "lr": "3e-4", "ratio": 1, "limit": None}).lr == 3e-4
+    with pytest.raises(ConfigError, match="lr: got nan"):
+        from_dict(Ranged, {"lr": float("nan")})
+    # the same declarations check configs built directly, before any derived field is computed
+    with pytest.raises(ConfigError, match=r"^2 problems: steps: got 0, .*lr: got 0.0, expected a number > 0$"):
+        Ranged(steps=0, lr=0.0)
+    assert Range(ge=0, lt=1).describe() == "in [0, 1)" and Range(le=5).describe() == "≤ 5"
+
+
+def test_library_configs_declare_their_ranges() -> None:
+    from audiofm.adapt.config import FinetuneConfig
+    from audiofm.cli import DemoConfig, EmbedConfig, StatsConfig
+    from audiofm.eval.runconfig import EvalConfig
+    from audiofm.frontend import FrontendConfig
+    from audiofm.models.backbones.xlstm import XLSTMConfig
+    from audiofm.models.msm import ModelConfig
+    from audiofm.train.engine import TrainConfig
+    from audiofm.train.pretrain import PretrainConfig
+
+    bad = [(TrainConfig, {"lr": -1}, "lr: got -1"), (TrainConfig, {"max_steps": 0}, "max_steps: got 0"),
+           (TrainConfig, {"warmup_steps": -1}, "warmup_steps: got -1"),
+           (ModelConfig, {"mask_ratio": 1.5}, "mask_ratio"),
+           (ModelConfig, {"decoder_depth": 0}, "decoder_depth"), (EncoderConfig, {"patch_t": 0}, "patch_t: got 0"),
+           (FrontendConfig, {"sample_rate": 0}, "sample_rate: got 0"), (FrontendConfig, {"std": 0}, "std: got 0"),
+           (TransformerConfig, {"heads": 0}, "heads"), (MambaConfig, {"d_state": 0}, "d_state"),
+           (XLSTMConfig, {"chunk_size": 0}, "chunk_size"), (PretrainConfig, {"stats_clips": 0}, "stats_clips"),
+           (PretrainConfig, {"data": {"max_clips": 0}}, "data.max_clips"),
+           (FinetuneConfig, {"contrastive": {"temperature": 0}}, "contrastive.temperature"),
+           (FinetuneConfig, {"train": {"batch_size": 0}}, "train.batch_size"),
+           (EvalConfig, {"probe": {"mlp": {"dropout": 1}}}, "probe.mlp.dropout"),
+           (EvalConfig, {"folds": [-1]}, "folds[0]"), (EmbedConfig, {"chunk_seconds": -1}, "chunk_seconds"),
+           (StatsConfig, {"seed": -1}, "seed"), (DemoConfig, {"steps": 0}, "steps")]
+    for cls, data, key in bad:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            from_dict(cls, data, where="")
+    TrainConfig(warmup_steps=5000, max_steps=10)  # warm-up longer than the run is allowed
 
 
 def test_overrides_are_parsed_as_yaml_and_typed_like_files() -> None:
@@ -240,10 +308,35 @@ def test_yaml_e_notation_and_eval_c_grid(tmp_path) -> None:
     (["pretrain", "--model", "nope", "--out", "OUT", "--set", "model_overrides.encoder.backbone=rnn"],
      ["--data is required", "model: unknown model 'nope'"]),
     (["pretrain", "--model", "msm_vit_debug", "--data", "DATA", "--out", "OUT",
-      "--set", "model_overrides.mask_ratio=1.5"], ["model_overrides: mask_ratio must be in (0, 1), got 1.5"]),
+      "--set", "model_overrides.mask_ratio=1.5"], ["model_overrides.mask_ratio: got 1.5, expected a number in (0, 1)"]),
     (["pretrain", "--model", "msm_vit_debug", "--data", "DATA", "--out", "OUT",
-      "--set", "model_overrides.encoder.patch_t=0"], ["model_overrides.encoder: patch_f and patch_t must be ≥ 1"]),
-    (["embed", "CKPT", "DATA", "--out", "OUT/e.npz", "--set", "batch_size=0"], ["batch_size must be ≥ 1"]),
+      "--set", "model_overrides.encoder.patch_t=0"],
+     ["model_overrides.encoder.patch_t: got 0, expected an integer ≥ 1"]),
+    (["embed", "CKPT", "DATA", "--out", "OUT/e.npz", "--set", "batch_size=0"],
+     ["batch_size: got 0, expected an integer ≥ 1"]),
+    # ranges: declared once in the annotations, all reported together, before anything is written
+    (["pretrain", "--model", "msm_vit_debug", "--data", "DATA", "--out", "OUT", "--batch-size", "0", "--max-steps",
+      "0", "--lr", "-1", "--set", "train.warmup_steps=-1"],
+     ["4 problems", "train.max_steps: got 0, expected an integer ≥ 1",
+      "train.batch_size: got 0, expected an integer ≥ 1",
+      "train.lr: got -1.0, expected a number ≥ 0", "train.warmup_steps: got -1, expected an integer ≥ 0"]),
+    (["pretrain", "--model", "msm_mamba_debug", "--data", "DATA", "--out", "OUT",
+      "--set", "model_overrides.encoder.backbone_cfg.dt_rank=0", "--set", "model_overrides.encoder.frontend.hop_ms=0"],
+     ["model_overrides.encoder.frontend.hop_ms: got 0, expected a number > 0",
+      "model_overrides.encoder.backbone_cfg.dt_rank: got 0, expected an integer ≥ 1 or one of 'auto'"]),
+    (["finetune", "--model", "CKPT", "--task", "DATA", "--out", "OUT", "--layer-decay", "0", "--set",
+      "supervised.probe_c_grid=[1, -1]", "--set", "augment.noise_prob=2"],
+     ["layer_decay: got 0.0, expected a number in (0, 1]", "supervised.probe_c_grid[1]: got -1, expected a number > 0",
+      "augment.noise_prob: got 2, expected a number in [0, 1]"]),
+    (["evaluate", "--baseline", "logmel", "--tasks", "DATA", "--out", "OUT", "--seeds", "0", "--set",
+      "probe.knn.k_grid=[0]", "--set", "confidence=1"],
+     ["seeds: got 0, expected an integer ≥ 1", "probe.knn.k_grid[0]: got 0, expected an integer ≥ 1",
+      "confidence: got 1, expected a number in (0, 1)"]),
+    (["stats", "DATA", "--max-clips", "0"], ["max_clips: got 0, expected an integer ≥ 1"]),
+    (["demo", "--out", "OUT", "--minutes", "0", "--per-family", "1"],
+     ["minutes: got 0.0, expected a number > 0", "per_family: got 1, expected an integer ≥ 2"]),
+    (["adapt-report", "CKPT", "--task", "DATA", "--out", "OUT", "--batch-size", "0"],
+     ["batch_size: got 0, expected an integer ≥ 1"]),
     (["stats", "DATA", "--set", "max_clips=lots"], ["max_clips: got 'lots', expected an integer"]),
     (["demo", "--out", "OUT", "--set", "precision=fp16"], ["precision: got 'fp16', expected one of"]),
     (["evaluate", "--baseline", "logmel", "--tasks", "DATA", "--out", "OUT", "--set", "seeds=1.5"],
@@ -256,7 +349,7 @@ def test_yaml_e_notation_and_eval_c_grid(tmp_path) -> None:
     (["adapt-report", "CKPT", "--out", "OUT", "--set", "fold=x"],
      ["--task is required", "fold: got 'x', expected an integer"]),
     (["pretrain", "--model", "msm_vit_debug", "--data", "DATA", "--out", "OUT", "--stats", "DATA/x.flac"],
-     ["--stats DATA/x.flac: expected the JSON written by `audiofm stats`"]),
+     ["--stats DATA/x.flac: expected the JSON written by 'audiofm stats'"]),
 ])
 def test_bad_settings_are_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys, audio_folder,
                                                               argv, parts) -> None:
@@ -299,6 +392,29 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     assert "(default: msm_vit_tiny)" in pre and "(default: 1000)" in pre and "(default: 0.0005)" in pre
     ft = " ".join(sub.choices["finetune"].format_help().split())
     assert "peak learning rate (default: 0.0001)" in ft and "(default: 10)" in ft
+
+
+def test_help_teaches_every_command_and_option() -> None:
+    """A walk over every sub-command's help: what each argument does, its default or that it is
+    required, no unfilled placeholders or markup; the top-level help lists every command."""
+    parser = build_parser()
+    top = parser.format_help()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s", top, re.M), name
+        assert p.description, name
+        text = p.format_help()
+        assert not re.search(r"`|\{@?[\w.:]+\}|:class:|\*\*", text), (name, text)
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            shown = " ".join((action.help or "").split())
+            assert re.search(r"\((default|required)[:,)]|\(required", shown) or "default:" in shown, (name, action.dest)
+            if action.required:  # required options and positionals say so
+                assert "required" in shown, (name, action.dest)
+    assert not re.search(r"`|\{|\*\*|:class:", top) and "COMMAND --help" in top
+    for name in ("pretrain", "finetune", "embed", "evaluate"):
+        assert "usage: audiofm " + name in sub.choices[name].format_help()
 
 
 def test_guard_debug_traceback_and_interrupt(monkeypatch, capsys) -> None:

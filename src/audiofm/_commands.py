@@ -10,6 +10,7 @@ it comes from.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import re
@@ -172,7 +173,19 @@ def guarded(name: str, fn: Callable[[], int], errors: tuple[type[BaseException],
         return 130
 
 
+#: errnos that only a write raises: shown as "PATH: cannot write: CAUSE" wherever they come from
+_WRITE_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
 def _message(e: BaseException) -> str:
+    """One line for ``e``; write failures (:class:`audiofm.io.WriteError`, or an OS error only a
+    write raises) name the path and the cause."""
+    from .io import CAUSES, WriteError
+
+    if isinstance(e, OSError) and not isinstance(e, WriteError) and e.filename and e.errno in _WRITE_ONLY:
+        return str(WriteError(e.filename, CAUSES[e.errno], e.errno, unchanged=False))
+    if isinstance(e, WriteError):
+        return str(e)
     if isinstance(e, OSError) and e.strerror and not str(e).startswith(e.strerror):
         return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     return str(e) or type(e).__name__

@@ -378,9 +378,30 @@ def load_train_state(path: str | os.PathLike[str]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- describe
 
 
+def _check_weights(d: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
+                   digest: Any) -> None:
+    """The weights file holds exactly the tensors the config describes, unchanged since saving."""
+    where = f"{d / WEIGHTS}"
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: the weights do not belong to this config.json: {len(missing)} missing "
+                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    wrong = sorted(k for k in expected if shapes[k] != expected[k])
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{where}: {len(wrong)} weight(s) have the wrong shape for this config.json, e.g. "
+                              f"{k}: {shapes[k]} vs {expected[k]}")
+    if isinstance(digest, str) and digest and _sha256(d / WEIGHTS) != digest:
+        raise CheckpointError(f"{where}: the weights changed after saving (sha256 differs from config.json's "
+                              "weights_sha256); re-copy the checkpoint")
+
+
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``audiofm info`` shows: kind, components (those with weights in the file) and
-    their configs and parameter counts, provenance."""
+    their configs and parameter counts, provenance. The weights are verified first: present,
+    complete, exactly the tensors (names and shapes) the config describes, and unchanged since
+    saving (their sha256); a :class:`CheckpointError` says which check failed."""
     from safetensors import SafetensorError, safe_open
 
     from .models.heads import build_head
@@ -389,13 +410,17 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     info = read_info(path)
     d = Path(info["path"])
     spec = _spec(info)
+    if not (d / WEIGHTS).is_file():
+        raise CheckpointError(f"{d}: {WEIGHTS} is missing; re-copy the checkpoint")
     try:
         with safe_open(str(d / WEIGHTS), framework="pt") as f:
-            keys = list(f.keys())
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{d / WEIGHTS}: corrupt, truncated or missing weights ({e})") from None
+        raise CheckpointError(f"{d / WEIGHTS}: corrupt or truncated weights ({e}); re-copy the checkpoint") from None
+    keys = list(shapes)
     enc = spec.encoder
     encoder = AudioEncoder(enc)
+    expected = {f"encoder.{k}": tuple(v.shape) for k, v in encoder.state_dict().items()}
     components: dict[str, dict[str, Any]] = {"encoder": {
         "backbone": enc.backbone, "backbone_cfg": to_dict(enc.backbone_cfg), "dim": enc.dim,
         "patch": [enc.patch_f, enc.patch_t], "frontend": to_dict(enc.frontend),
@@ -406,12 +431,17 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             "dim": cfg.decoder_dim, "depth": cfg.decoder_depth, "heads": cfg.decoder_heads,
             "mask_mode": cfg.mask_mode, "mask_ratio": cfg.mask_ratio, "encoder_input": cfg.encoder_input,
             "parameters": count_parameters(MSMModel(cfg)) - components["encoder"]["parameters"]}
+        expected = {k: tuple(v.shape) for k, v in MSMModel(cfg).state_dict().items()}
     if spec.head is not None:
         h = spec.head
         components["head"] = {"type": h.type, "config": h.config, "prediction_type": h.prediction_type,
                               "classes": None if h.vocabulary is None else len(h.vocabulary),
                               "pooling": h.pooling, "layer": h.layer,
                               "parameters": count_parameters(build_head(h.type, **h.config))}
+        expected.update({f"head.{k}": tuple(v.shape) for k, v in build_head(h.type, **h.config).state_dict().items()})
+    if info["format_version"] == 1:
+        shapes.update({k: expected[k] for k in expected if k.startswith("head.")})  # in the side-car file
+    _check_weights(d, shapes, expected, info.get("weights_sha256"))
     return {
         "checkpoint": str(d), "kind": spec.kind, "model": spec.name, "segment_seconds": spec.segment_seconds,
         "components": components,

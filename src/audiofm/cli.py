@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from . import __version__
 from ._commands import (
@@ -27,7 +27,7 @@ from ._commands import (
     resolve_config,
     resume_base,
 )
-from .config import ConfigError
+from .config import ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, check_ranges
 
 PRETRAIN = "audiofm.train.pretrain:PretrainConfig"
 
@@ -40,7 +40,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                        "HEAR tasks. Settings: PretrainConfig (audiofm.train.pretrain; sections data, train "
                        "and model_overrides, nested ModelConfig fields) — defaults < --config < flags < --set.")
     p.add_argument("--model", help="registry name, e.g. msm_vit_tiny, msm_mamba_tiny, msm_xlstm_tiny "
-                   "(`audiofm info --list`) (default: {model})")
+                   "(list them: audiofm info --list) (default: {model})")
     p.add_argument("--data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks "
                    "(required unless data.source is in --config)")
     p.add_argument("--out", required=True, help="run directory: new, or one a start left without a checkpoint "
@@ -57,7 +57,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
-    p.add_argument("--stats", help="JSON from `audiofm stats` with the log-mel mean/std (default: computed "
+    p.add_argument("--stats", help="JSON written by audiofm stats, with the log-mel mean/std (default: computed "
                    "from {stats_clips} clips before training)")
     p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
     add_config_options(p)
@@ -67,14 +67,19 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _read_stats(path: str) -> dict[str, float]:
     """mean/std from an `audiofm stats` JSON file (ConfigError naming the file otherwise)."""
+    import math
+
     try:
         st = json.loads(Path(path).read_text())
-        return {"mean": float(st["mean"]), "std": float(st["std"])}
+        mean, std = float(st["mean"]), float(st["std"])
     except OSError as e:
         raise ConfigError(f"--stats {path}: cannot read ({e.strerror or e})") from None
     except (ValueError, TypeError, KeyError):
-        raise ConfigError(f"--stats {path}: expected the JSON written by `audiofm stats` "
+        raise ConfigError(f"--stats {path}: expected the JSON written by 'audiofm stats' "
                           "(with numeric mean and std)") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ConfigError(f"--stats {path}: needs a finite mean and a std > 0, got mean {mean}, std {std}")
+    return {"mean": mean, "std": std}
 
 
 def pretrain_config_from_args(args: argparse.Namespace) -> Any:
@@ -144,17 +149,14 @@ class EmbedConfig:
 
     layer: int = -1
     pooling: Literal["mean", "max", "meanmax"] = "mean"
-    chunk_seconds: float | None = None
-    batch_size: int = 16
+    chunk_seconds: NonNegativeFloat | None = None
+    batch_size: PositiveInt = 16
     frames: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "max", "meanmax"):
             raise ValueError(f"pooling must be mean, max or meanmax, got {self.pooling!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.chunk_seconds is not None and self.chunk_seconds < 0:
-            raise ValueError(f"chunk_seconds must be ≥ 0 (0 = whole input) or null, got {self.chunk_seconds}")
+        check_ranges(self)
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -164,8 +166,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                        "with CKPT and write clip embeddings (and frames with --frames) to --out "
                        "(.npz or .parquet). Settings: EmbedConfig (audiofm.cli) — defaults < --config < "
                        "flags < --set.")
-    p.add_argument("ckpt", help="checkpoint or run directory")
-    p.add_argument("input", help="audio file, folder, manifest or HEAR task directory")
+    p.add_argument("ckpt", help="checkpoint or run directory (required)")
+    p.add_argument("input", help="audio file, folder, manifest (.csv/.tsv/.jsonl) or HEAR task directory (required)")
     p.add_argument("--out", required=True, help="output .npz or .parquet, must not exist unless --overwrite "
                    "(required)")
     p.add_argument("--frames", action="store_true", default=None,
@@ -182,10 +184,6 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .api import load
-    from .audio import AUDIO_EXTENSIONS
-    from .data import Row, read_rows
-    from .embed_io import embed_rows, write_embeddings
     from .outputs import check_output
 
     cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "pooling": args.pooling,
@@ -194,6 +192,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = check_output(args.out, overwrite=args.overwrite, inputs=(args.ckpt, args.input))
     if out.suffix not in (".npz", ".parquet"):
         raise ConfigError(f"--out must end in .npz or .parquet, got {out.name}")
+    from .api import load  # after the settings are checked: a mistake is reported at once
+    from .audio import AUDIO_EXTENSIONS
+    from .data import Row, read_rows
+    from .embed_io import embed_rows, write_embeddings
+    from .io import check_writable
+
     kw: dict[str, Any] = {"layer": cfg.layer, "pooling": cfg.pooling, "batch_size": cfg.batch_size}
     if cfg.chunk_seconds is not None:
         kw["chunk_seconds"] = cfg.chunk_seconds or None
@@ -201,6 +205,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     src = Path(args.input)
     rows = ([Row(path=str(src), id=src.name)] if src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS
             else read_rows(src))
+    check_writable(out, need_bytes=len(rows) * (4 * model.embed_dim + 512))  # before the long part
     result = embed_rows(model, rows, progress=not args.no_progress)
     write_embeddings(result, rows, out, frames=cfg.frames, meta={"model": str(args.ckpt),
                      "fingerprint": model.fingerprint(), "dim": model.embed_dim})
@@ -215,20 +220,19 @@ class StatsConfig:
     the dataset is larger. seed: seed of that subset."""
 
     model: str = "msm_vit_tiny"
-    max_clips: int = 500
-    seed: int = 0
+    max_clips: PositiveInt = 500
+    seed: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.max_clips < 1:
-            raise ValueError(f"max_clips must be ≥ 1, got {self.max_clips}")
+        check_ranges(self)
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="log-mel normalisation statistics of a dataset",
                        formatter_class=config_defaults("audiofm.cli:StatsConfig"),
-                       description="Compute the mean and std of the log-mel over DATA, for `pretrain --stats`. "
+                       description="Compute the mean and std of the log-mel over DATA, for pretrain --stats. "
                        "Settings: StatsConfig (audiofm.cli) — defaults < --config < flags < --set.")
-    p.add_argument("data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
+    p.add_argument("data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks (required)")
     p.add_argument("--model", help="preset whose front end to use (default: {model})")
     p.add_argument("--max-clips", type=int, help="clips to use at most (default: {max_clips})")
     p.add_argument("--out", help="write JSON here, must not exist unless --overwrite (default: print only)")
@@ -238,18 +242,20 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .config import to_dict
-    from .data import fingerprint, read_rows
-    from .data.dataset import ClipStore
-    from .frontend import LogMel
-    from .io import write_json
-    from .models.registry import model_config
+    from .io import check_writable, write_json
     from .outputs import check_output
-    from .train.pretrain import compute_stats
 
     cfg = resolve_config(StatsConfig, args, {"model": args.model, "max_clips": args.max_clips})
     if args.out:
         check_output(args.out, overwrite=args.overwrite, inputs=(args.data,))
+        check_writable(args.out)
+    from .config import to_dict
+    from .data import fingerprint, read_rows
+    from .data.dataset import ClipStore
+    from .frontend import LogMel
+    from .models.registry import model_config
+    from .train.pretrain import compute_stats
+
     fe = model_config(cfg.model).encoder.frontend
     rows = read_rows(args.data)
     store = ClipStore(rows, fe.sample_rate)
@@ -264,7 +270,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint (or list the model presets)",
-                       description="Describe checkpoint CKPT (architecture, front end, training data), or list "
+                       description="Describe checkpoint CKPT (architecture, front end, training data) after verifying "
+                       "its weights (present, complete, matching config.json and unchanged since saving), or list "
                        "the registered model presets.")
     p.add_argument("ckpt", nargs="?", help="checkpoint or run directory (default: list the presets)")
     p.add_argument("--list", action="store_true", help="list registered model presets (default: off)")
@@ -312,17 +319,14 @@ class DemoConfig:
     batch_size: clips per step. precision: 'bf16' or 'fp32' autocast."""
 
     model: str = "msm_vit_tiny"
-    minutes: float = 5.0
-    steps: int | None = None
-    per_family: int = 120
-    batch_size: int = 32
+    minutes: PositiveFloat = 5.0
+    steps: PositiveInt | None = None
+    per_family: Annotated[int, Range(ge=2)] = 120
+    batch_size: PositiveInt = 32
     precision: Literal["fp32", "bf16"] = "bf16"
 
     def __post_init__(self) -> None:
-        if self.minutes <= 0 or (self.steps is not None and self.steps < 1):
-            raise ValueError(f"minutes must be > 0 and steps ≥ 1 (or null), got {self.minutes}, {self.steps}")
-        if self.per_family < 2 or self.batch_size < 1:
-            raise ValueError(f"per_family must be ≥ 2 and batch_size ≥ 1, got {self.per_family}, {self.batch_size}")
+        check_ranges(self)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -356,9 +360,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiofm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="audiofm", description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Run 'audiofm COMMAND --help' for what a command does and every option with its default. "
+               "Settings: the command's defaults < --config YAML < flags < --set key.sub=value. A mistake prints "
+               "one line 'audiofm COMMAND: error: ...' and exits 2 (AUDIOFM_DEBUG=1 shows the traceback).")
     parser.add_argument("--version", action="version", version=f"audiofm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for add in (_add_pretrain, _add_embed, _add_stats, _add_info, _add_demo):
         add(sub)
     _add_plugins(sub)

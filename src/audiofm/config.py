@@ -6,6 +6,13 @@ annotation, every problem is collected, and one :class:`ConfigError` names each 
 value given and what is accepted. The dataclasses' own ``__post_init__`` checks then run (their
 errors are collected too, one per nested config).
 
+Valid ranges are declared once, in the annotation: ``lr: PositiveFloat = 5e-4`` or
+``dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0`` (also inside containers and unions,
+``tuple[PositiveFloat, ...]``, ``PositiveInt | None``). :func:`from_dict` checks them with the
+types, before the dataclass is built, so an out-of-range value is reported with every other
+problem as ``key: got -1.0, expected a number > 0``; :func:`check_ranges` applies the same
+declarations to an instance built directly (the configs' ``__post_init__`` call it first).
+
 A field whose concrete config class depends on a sibling value (an encoder's ``backbone_cfg``
 is the config of its ``backbone``) names a resolver in its metadata:
 ``field(..., metadata={TYPE_FROM: fn})`` with ``fn(data: Mapping) -> type``.
@@ -14,13 +21,14 @@ is the config of its ``backbone``) names a resolver in its metadata:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
 
@@ -31,6 +39,50 @@ TYPE_FROM = "audiofm_type_from"
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The accepted interval of a numeric field, used as ``Annotated[float, Range(gt=0)]``:
+    ``ge``/``gt`` lower bound (inclusive / exclusive), ``le``/``lt`` upper bound."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return True  # not a number: the type check reports it
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+                    or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
+
+    def describe(self) -> str:
+        """``"> 0"``, ``"≥ 1"``, ``"in [0, 1)"``."""
+        lo = (f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None)
+        hi = (f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None)
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return ("≥ " if lo[0] == "[" else "> ") + lo[1:]
+        if hi:
+            return ("≤ " if hi[-1] == "]" else "< ") + hi[:-1]
+        return "any value"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+#: common ranges, declared in annotations (``batch_size: PositiveInt = 32``)
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+#: a rate such as dropout: in [0, 1)
+Rate = Annotated[float, Range(ge=0, lt=1)]
 
 
 class ConfigError(ValueError):
@@ -72,6 +124,9 @@ def _show(value: Any) -> str:
 def _type_name(tp: Any) -> str:
     """What an annotation accepts, in words."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        ranges = [m.describe() for m in tp.__metadata__ if isinstance(m, Range)]
+        return " ".join([_type_name(args[0]), *ranges])
     if tp is Any:
         return "any value"
     if tp is bool:
@@ -113,6 +168,11 @@ def _coerce(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
     """``value`` as annotation ``tp``; nested problems are appended to ``problems``; a problem
     of this value itself raises :class:`_Invalid`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        out = _coerce(args[0], value, where, problems)
+        if not all(m.accepts(out) for m in tp.__metadata__ if isinstance(m, Range)):
+            raise _Invalid
+        return out
     if tp is Any or tp is object:
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
@@ -228,10 +288,7 @@ def _item(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
 def _build(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) -> Any:
     """Instance of dataclass ``cls`` from ``data`` (missing fields keep their defaults; a partial
     mapping for a nested config overlays that field's default instance)."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except NameError:  # an annotation only importable under TYPE_CHECKING: such fields pass unchecked
-        hints = {}
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     start = len(problems)
     unknown = sorted(str(k) for k in data if k not in fields)
@@ -263,6 +320,45 @@ def _build(cls: type, data: Mapping[str, Any], where: str, problems: list[str]) 
         message = str(e.args[0]) if e.args else type(e).__name__
         problems.append(f"{where}: {message}" if where else message)
         return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The field annotations of ``cls``, evaluated, with their ``Annotated`` ranges."""
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except NameError:  # an annotation only importable under TYPE_CHECKING: such fields pass unchecked
+        return {}
+
+
+def _has_range(tp: Any) -> bool:
+    if typing.get_origin(tp) is Annotated:
+        return True
+    return any(_has_range(a) for a in typing.get_args(tp) if a is not Ellipsis)
+
+
+@functools.cache
+def _ranged(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = _hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls)
+                 if f.name in hints and _has_range(hints[f.name]))
+
+
+def range_problems(obj: Any) -> list[str]:
+    """``"key: got V, expected ..."`` for every field of dataclass instance ``obj`` whose value
+    lies outside the range its annotation declares (see :class:`Range`)."""
+    problems: list[str] = []
+    for name, tp in _ranged(typing.cast(type, type(obj))):
+        _item(tp, getattr(obj, name), name, problems)
+    return problems
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise one :class:`ConfigError` listing every out-of-range field of ``obj`` (for configs
+    built directly; :func:`from_dict` checks the same declarations while it builds)."""
+    problems = range_problems(obj)
+    if problems:
+        raise ConfigError.of(problems)
 
 
 def _custom_defaults(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .config import NonNegativeFloat, PositiveFloat, PositiveInt, check_ranges
+
 
 @dataclass
 class FrontendConfig:
@@ -22,24 +24,23 @@ class FrontendConfig:
     f_min / f_max: mel range in Hz (f_max None → Nyquist). log_eps: added before log.
     mean / std: normalisation statistics of the log-mel (set by ``audiofm stats``)."""
 
-    sample_rate: int = 16000
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    n_fft: int | None = None
-    n_mels: int = 128
-    f_min: float = 0.0
-    f_max: float | None = None
-    log_eps: float = 1e-6
+    sample_rate: PositiveInt = 16000
+    win_ms: PositiveFloat = 25.0
+    hop_ms: PositiveFloat = 10.0
+    n_fft: PositiveInt | None = None
+    n_mels: PositiveInt = 128
+    f_min: NonNegativeFloat = 0.0
+    f_max: PositiveFloat | None = None
+    log_eps: PositiveFloat = 1e-6
     mean: float = 0.0
-    std: float = 1.0
+    std: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.n_fft is None:
             self.n_fft = 1 << math.ceil(math.log2(self.win_length))
         if self.n_fft < self.win_length:
             raise ValueError(f"n_fft={self.n_fft} is shorter than the window ({self.win_length} samples)")
-        if self.std <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
 
     @property
     def win_length(self) -> int:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, check_ranges
 
 
 @dataclass
@@ -22,26 +25,20 @@ class AugmentConfig:
     freq_masks / freq_mask_bins: the same over mel bins (SpecAugment; masked cells are set to
     0, the normalised mean; 0 masks = off)."""
 
-    crop_seconds: float | None = None
-    gain_db: float = 0.0
-    noise_prob: float = 0.0
+    crop_seconds: PositiveFloat | None = None
+    gain_db: NonNegativeFloat = 0.0
+    noise_prob: Annotated[float, Range(ge=0, le=1)] = 0.0
     snr_db: tuple[float, float] = (10.0, 30.0)
-    time_masks: int = 0
-    time_mask_frames: int = 20
-    freq_masks: int = 0
-    freq_mask_bins: int = 16
+    time_masks: NonNegativeInt = 0
+    time_mask_frames: NonNegativeInt = 20
+    freq_masks: NonNegativeInt = 0
+    freq_mask_bins: NonNegativeInt = 16
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         self.snr_db = (float(self.snr_db[0]), float(self.snr_db[1]))
-        if self.crop_seconds is not None and self.crop_seconds <= 0:
-            raise ValueError(f"crop_seconds must be > 0 (or null), got {self.crop_seconds}")
-        if not 0.0 <= self.noise_prob <= 1.0:
-            raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
         if self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db must be (low, high), got {self.snr_db}")
-        for name in ("gain_db", "time_masks", "time_mask_frames", "freq_masks", "freq_mask_bins"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
 
 
 def generator(seed: int) -> torch.Generator:

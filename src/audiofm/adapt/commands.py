@@ -26,6 +26,7 @@ from .._commands import (
     resume_base,
     standalone_main,
 )
+from ..config import NonNegativeInt, PositiveInt, check_ranges
 
 FINETUNE = "audiofm.adapt.config:FinetuneConfig"
 
@@ -38,16 +39,15 @@ class AdaptReportConfig:
     clips, 'pca' or 'tsne'. batch_size: clips per embedding batch."""
 
     task: str = ""
-    fold: int = 0
+    fold: NonNegativeInt = 0
     labels: list[str] | None = None
     projection: Literal["pca", "tsne"] = "pca"
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
 
     def __post_init__(self) -> None:
         if self.projection not in ("pca", "tsne"):
             raise ValueError(f"projection must be 'pca' or 'tsne', got {self.projection!r}")
-        if self.fold < 0 or self.batch_size < 1:
-            raise ValueError(f"fold must be ≥ 0 and batch_size ≥ 1, got {self.fold}, {self.batch_size}")
+        check_ranges(self)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -57,7 +57,7 @@ def add_parsers(subparsers: Any) -> None:
         formatter_class=config_defaults(FINETUNE),
         description="Fine-tune a checkpoint on the train splits of one HEAR round (validation split for "
                     "checkpoint selection / early stopping; the test split is never read) and write a new "
-                    "checkpoint directory --out that `audiofm.load` embeds like any other. Settings: "
+                    "checkpoint directory --out that audiofm.load embeds like any other. Settings: "
                     "FinetuneConfig (audiofm.adapt.config; sections train, augment, supervised, contrastive) "
                     "— defaults < --config YAML < flags < --set key.sub=value (see docs/adaptation.md).")
     p.add_argument("--model", metavar="CKPT", help="base checkpoint or run directory (required, or model in "
@@ -110,7 +110,7 @@ def add_parsers(subparsers: Any) -> None:
         description="Embed one HEAR round with each model, fit linear and kNN probes (train → valid → test) and "
                     "write report.md, report.json and projection.png (test clips, coloured by class) to --out. "
                     "Settings: AdaptReportConfig (audiofm.adapt.commands) — defaults < --config < flags < --set.")
-    r.add_argument("models", nargs="+", metavar="CKPT", help="checkpoints to compare, e.g. BASE TUNED")
+    r.add_argument("models", nargs="+", metavar="CKPT", help="checkpoints to compare, e.g. BASE TUNED (required)")
     r.add_argument("--task", metavar="TASK_DIR", help="HEAR task directory (required, or task in --config)")
     r.add_argument("--fold", type=int, help="HEAR round to report on (default: {fold})")
     r.add_argument("--out", required=True, metavar="DIR", help="new report directory (required)")
@@ -149,10 +149,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from ..io import check_writable
     from .report import adapt_report
     from .tune import FINISHED, finetune
 
     cfg = config_from_args(args)
+    check_writable(args.out)
     res = finetune(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                    allow_change=allowed_changes(args))
     if res["status"] not in FINISHED:  # interrupted: nothing final written
@@ -178,12 +180,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_adapt_report(args: argparse.Namespace) -> int:
     from ..config import ConfigError
+    from ..io import check_writable
     from .report import adapt_report
 
     labels_flag = [s.strip() for s in args.labels.split(",")] if args.labels else None
     cfg = resolve_config(AdaptReportConfig, args, {"task": args.task, "fold": args.fold, "labels": labels_flag,
                                                    "projection": args.projection, "batch_size": args.batch_size},
                          required={"task": "--task"})
+    check_writable(args.out)
     if cfg.labels is not None:
         labels = cfg.labels
         if len(labels) != len(args.models):

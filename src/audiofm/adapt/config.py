@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from ..config import from_dict
+from ..config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Rate,
+    check_ranges,
+    from_dict,
+)
 from ..train.engine import TrainConfig
 from .augment import AugmentConfig
 
@@ -25,23 +34,20 @@ class SupervisedConfig:
     is then tuned from the linear probe's solution instead of being pulled around by a random
     head); 'random' starts from small random weights."""
 
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
+    label_smoothing: Rate = 0.0
+    mixup_alpha: NonNegativeFloat = 0.0
     mixup_level: str = "embedding"
-    head_dropout: float = 0.0
+    head_dropout: Rate = 0.0
     head_init: str = "probe"
-    probe_c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    probe_c_grid: tuple[PositiveFloat, ...] = (0.01, 0.1, 1.0, 10.0)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         self.probe_c_grid = tuple(float(c) for c in self.probe_c_grid)
         if self.head_init not in ("probe", "random"):
             raise ValueError(f"head_init must be 'probe' or 'random', got {self.head_init!r}")
         if self.mixup_level not in ("waveform", "embedding"):
             raise ValueError(f"mixup_level must be 'waveform' or 'embedding', got {self.mixup_level!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.mixup_alpha < 0 or not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError("mixup_alpha must be ≥ 0 and head_dropout in [0, 1)")
 
 
 @dataclass
@@ -50,16 +56,13 @@ class ContrastiveConfig:
     (Linear → ReLU → Linear; hidden 0 = the encoder width). clips_per_class: K of the P×K
     class-balanced batches (0 = the smallest K ≥ 2 with P = batch_size / K ≤ #classes)."""
 
-    temperature: float = 0.1
-    proj_hidden: int = 0
-    proj_dim: int = 128
-    clips_per_class: int = 0
+    temperature: PositiveFloat = 0.1
+    proj_hidden: NonNegativeInt = 0
+    proj_dim: PositiveInt = 128
+    clips_per_class: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.proj_dim < 1 or self.proj_hidden < 0 or self.clips_per_class < 0:
-            raise ValueError("proj_dim must be ≥ 1, proj_hidden and clips_per_class ≥ 0")
+        check_ranges(self)
 
 
 def _default_train() -> TrainConfig:
@@ -98,31 +101,26 @@ class FinetuneConfig:
     model: str = ""
     task: str = ""
     method: str = "supervised"
-    fold: int = 0
-    epochs: float | None = 10.0
-    warmup_fraction: float | None = 0.1
-    evaluate_every_epochs: float | None = 1.0
+    fold: NonNegativeInt = 0
+    epochs: PositiveFloat | None = 10.0
+    warmup_fraction: Annotated[float, Range(ge=0, le=1)] | None = 0.1
+    evaluate_every_epochs: NonNegativeFloat | None = 1.0
     keep_start: bool = False
-    patience: int = 0
-    freeze_blocks: int = 0
+    patience: NonNegativeInt = 0
+    freeze_blocks: NonNegativeInt = 0
     freeze_patch_embed: bool = False
-    layer_decay: float = 1.0
+    layer_decay: Annotated[float, Range(gt=0, le=1)] = 1.0
     augment: AugmentConfig = field(default_factory=_default_augment)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     train: TrainConfig = field(default_factory=_default_train)
-    cache_mb: float = 2048
-    eval_batch_size: int = 16
+    cache_mb: NonNegativeFloat = 2048
+    eval_batch_size: PositiveInt = 16
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0 (or null), got {self.epochs}")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.freeze_blocks < 0 or self.fold < 0 or self.patience < 0:
-            raise ValueError("freeze_blocks, fold and patience must be ≥ 0")
 
 
 def finetune_config_from(data: dict[str, Any]) -> FinetuneConfig:

@@ -94,17 +94,17 @@ def read_hear_task(root: str | os.PathLike[str], sample_rate: int | None = None)
     meta_path = root / "task_metadata.json"
     if not meta_path.is_file():
         raise DataError(f"{root}: not a HEAR task directory (no task_metadata.json)")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path}: invalid JSON ({e})") from None
-    if "splits" not in metadata:
-        raise DataError(f"{meta_path}: missing 'splits'")
+    metadata = _read_json(meta_path)
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("splits"), list):
+        raise DataError(f"{meta_path}: missing 'splits' (a list of split names)")
     vocab_path = root / "labelvocabulary.csv"
     if not vocab_path.is_file():
         raise DataError(f"{root}: missing labelvocabulary.csv")
-    with vocab_path.open(newline="") as f:
-        vocabulary = [r["label"] for r in csv.DictReader(f)]
+    with vocab_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if "label" not in (reader.fieldnames or []):
+            raise DataError(f"{vocab_path}: needs a header with a 'label' column (idx,label)")
+        vocabulary = [r["label"] for r in reader]
     rate = _pick_rate(root, sample_rate)
     task = HearTask(root, str(metadata.get("task_name", root.name)), metadata, vocabulary, rate)
     known = set(vocabulary)
@@ -112,7 +112,9 @@ def read_hear_task(root: str | os.PathLike[str], sample_rate: int | None = None)
         sp = root / f"{split}.json"
         if not sp.is_file():
             raise DataError(f"{root}: missing {split}.json listed in task_metadata.json")
-        labels_by_file = json.loads(sp.read_text())
+        labels_by_file = _read_json(sp)
+        if not isinstance(labels_by_file, dict) or not all(isinstance(v, list) for v in labels_by_file.values()):
+            raise DataError(f'{sp}: expected a mapping of file name to its labels, e.g. {{"a.wav": ["dog"]}}')
         for fname, labels in labels_by_file.items():
             bad = [lab for lab in labels if str(lab) not in known]
             if bad:
@@ -125,6 +127,23 @@ def read_hear_task(root: str | os.PathLike[str], sample_rate: int | None = None)
         raise DataError(f"{root}: {len(missing)} audio file(s) listed in split JSON are missing, "
                         f"e.g. {missing[0]}")
     return task
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: invalid JSON ({e})") from None
+
+
+def check_unique_names(tasks: list[HearTask]) -> None:
+    """Results are keyed by task name: two task directories with one ``task_name`` are an error."""
+    seen: dict[str, Path] = {}
+    for t in tasks:
+        if t.name in seen:
+            raise DataError(f"{seen[t.name]} and {t.root} have the same task_name {t.name!r} "
+                            "(task_metadata.json); give each task a unique task_name, or pick one with --only")
+        seen[t.name] = t.root
 
 
 def is_hear_task(path: str | os.PathLike[str]) -> bool:

@@ -95,10 +95,10 @@ def add_parsers(subparsers: Any) -> None:
     r = subparsers.add_parser(
         "report", help="merge finished evaluation runs into one comparison",
         formatter_class=config_defaults("audiofm.eval.commands:ReportConfig"),
-        description="Merge run directories of `audiofm evaluate` into one results.csv, summary.md "
+        description="Merge run directories of audiofm evaluate into one results.csv, summary.md "
                     "and charts. Settings: ReportConfig (audiofm.eval.commands) — defaults < --config < flags "
                     "< --set.")
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished `audiofm evaluate` run directories")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished audiofm evaluate run directories (required)")
     r.add_argument("--out", required=True, metavar="DIR", help="new directory to write the merged report, never "
                    "one of the RUN_DIRs (required)")
     r.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out, replacing "
@@ -146,9 +146,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     def run() -> int:
+        from ..io import check_writable
         from .report import report_runs
 
         cfg = resolve_config(ReportConfig, args, {"compare_to": args.compare_to})
+        check_writable(args.out)
         written = report_runs(args.runs, args.out, compare_to=cfg.compare_to, overwrite=args.overwrite)
         print(f"wrote {len(written)} files to {args.out} (summary: {args.out}/summary.md)", file=sys.stderr)
         return 0

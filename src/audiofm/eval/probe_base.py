@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Rate, check_ranges
 from ..data.tasks import MULTICLASS, MULTILABEL
 
 
@@ -21,14 +22,15 @@ class LinearProbeConfig:
     BLAS threading and rounding; 1e-4 (scikit-learn's default) changed some fold scores by 1-2
     points between thread counts."""
 
-    c_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-    max_iter: int = 1000
-    tol: float = 1e-6
+    c_grid: tuple[PositiveFloat, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+    max_iter: PositiveInt = 1000
+    tol: PositiveFloat = 1e-6
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         self.c_grid = tuple(float(c) for c in self.c_grid)
-        if not self.c_grid or min(self.c_grid) <= 0:
-            raise ValueError(f"linear.c_grid must hold positive values, got {self.c_grid}")
+        if not self.c_grid:
+            raise ValueError("linear.c_grid must hold at least one value")
 
 
 @dataclass
@@ -37,18 +39,19 @@ class MLPProbeConfig:
     rates tried (chosen on validation). weight_decay: Adam L2. batch_size: mini-batch size
     (HEAR: 1024). max_epochs / patience: early stopping on the validation metric (epochs)."""
 
-    hidden_dim: int = 1024
-    dropout: float = 0.1
-    lr_grid: tuple[float, ...] = (1e-3,)
-    weight_decay: float = 0.0
-    batch_size: int = 1024
-    max_epochs: int = 500
-    patience: int = 20
+    hidden_dim: PositiveInt = 1024
+    dropout: Rate = 0.1
+    lr_grid: tuple[PositiveFloat, ...] = (1e-3,)
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 1024
+    max_epochs: PositiveInt = 500
+    patience: NonNegativeInt = 20
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
-        if not self.lr_grid or min(self.lr_grid) <= 0:
-            raise ValueError(f"mlp.lr_grid must hold positive values, got {self.lr_grid}")
+        if not self.lr_grid:
+            raise ValueError("mlp.lr_grid must hold at least one value")
 
 
 @dataclass
@@ -56,14 +59,15 @@ class KNNProbeConfig:
     """k_grid: neighbour counts tried (capped at the training-set size). temperature: vote
     weight ``exp(sim / temperature)``. backend: "numpy", "faiss" or "auto" (faiss if installed)."""
 
-    k_grid: tuple[int, ...] = (1, 3, 5, 10, 20, 50)
-    temperature: float = 0.07
+    k_grid: tuple[PositiveInt, ...] = (1, 3, 5, 10, 20, 50)
+    temperature: PositiveFloat = 0.07
     backend: str = "auto"
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         self.k_grid = tuple(int(k) for k in self.k_grid)
-        if not self.k_grid or min(self.k_grid) < 1:
-            raise ValueError(f"knn.k_grid must hold values ≥ 1, got {self.k_grid}")
+        if not self.k_grid:
+            raise ValueError("knn.k_grid must hold at least one value")
 
 
 @dataclass

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from ..config import NonNegativeInt, PositiveInt, Range, check_ranges
 from ..data import is_hear_task
 from ..embedding import AudioEmbedder
 from ..models.encoder import POOLINGS
@@ -42,41 +43,32 @@ class EvalConfig:
     tasks: str = ""
     only: list[str] = field(default_factory=list)
     probes: list[str] = field(default_factory=lambda: list(PROBES))
-    seeds: int = 5
+    seeds: PositiveInt = 5
     out: str = ""
-    folds: list[int] | None = None
-    max_folds: int | None = None
-    batch_size: int = 16
+    folds: list[NonNegativeInt] | None = None
+    max_folds: PositiveInt | None = None
+    batch_size: PositiveInt = 16
     cache: str | None = None
     pooling: str = "mean"
     layer: int = -1
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    confidence: float = 0.95
+    confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
     compare_to: str = "first"
-    random_seed: int = 0
-    threads: int | None = None
-    probe_threads: int | None = 1
+    random_seed: NonNegativeInt = 0
+    threads: PositiveInt | None = None
+    probe_threads: PositiveInt | None = 1
     overwrite: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         bad = [p for p in self.probes if p not in PROBES]
         if bad or not self.probes:
             raise EvalError(f"unknown probe(s) {bad or '(none)'}; choose from {', '.join(PROBES)}")
-        if self.seeds < 1:
-            raise EvalError(f"--seeds must be ≥ 1, got {self.seeds}")
         if self.pooling not in POOLINGS:
             raise EvalError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.compare_to not in ("first", "best"):
             raise EvalError(f"--compare-to must be 'first' or 'best', got {self.compare_to!r}")
-        if self.max_folds is not None and self.max_folds < 1:
-            raise EvalError(f"--max-folds must be ≥ 1, got {self.max_folds}")
-        for name in ("threads", "probe_threads"):
-            n = getattr(self, name)
-            if n is not None and n < 1:
-                raise EvalError(f"{name} must be ≥ 1, got {n}")
-        if not 0 < self.confidence < 1:
-            raise EvalError(f"confidence must be in (0, 1), got {self.confidence}")
 
     @property
     def seed_list(self) -> list[int]:

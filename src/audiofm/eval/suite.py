@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..data import DataError, HearTask, Split, fingerprint, read_hear_task
+from ..data.hear import check_unique_names
 from ..data.tasks import check_task, encode_labels, round_rows, select_rounds
-from ..io import write_json
+from ..io import check_writable, write_json
 from ..outputs import RunLock, check_output
 from ..runinfo import write_run_info
 from .cache import EmbeddingCache, get_embeddings
@@ -117,7 +118,9 @@ def _check_out(cfg: EvalConfig) -> Path:
 def _prepare(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSpec] | None
              ) -> tuple[Path, list[HearTask], dict[Path, list[Split]], list[EmbedderSpec], EmbeddingCache]:
     out = _check_out(cfg)
+    check_writable(out)  # the cache is not checked: a read-only shared cache serves every hit
     tasks = [read_hear_task(d) for d in discover_tasks(cfg.tasks, cfg.only)]
+    check_unique_names(tasks)
     for t in tasks:
         check_task(t)
     rounds = {t.root: select_rounds(t.rounds(), cfg.folds, cfg.max_folds, where=str(t.root)) for t in tasks}

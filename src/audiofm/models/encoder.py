@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import TYPE_FROM
+from ..config import TYPE_FROM, PositiveInt, check_ranges
 from ..frontend import FrontendConfig, LogMel
 from .backbones import BackboneConfig, as_backbone_config, backbone_config_class, build_backbone_from
 from .patch import patchify, sincos_2d
@@ -51,14 +51,13 @@ class EncoderConfig:
     None gives all defaults). ``to_dict`` writes it back as a mapping."""
 
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    patch_f: int = 16
-    patch_t: int = 16
+    patch_f: PositiveInt = 16
+    patch_t: PositiveInt = 16
     backbone: str = "transformer"
     backbone_cfg: BackboneConfig = field(default=None, metadata={TYPE_FROM: _backbone_cfg_type})  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.patch_f < 1 or self.patch_t < 1:
-            raise ValueError(f"patch_f and patch_t must be ≥ 1, got {self.patch_f}, {self.patch_t}")
+        check_ranges(self)
         if self.frontend.n_mels % self.patch_f:
             raise ValueError(f"n_mels={self.frontend.n_mels} is not divisible by patch_f={self.patch_f}")
         try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 
+from ..config import PositiveFloat, PositiveInt, Range, check_ranges
 from .backbones import build_backbone
 from .encoder import AudioEncoder, EncoderConfig
 from .masking import MASK_MODES, make_mask, masked_indices, visible_indices
@@ -25,24 +26,21 @@ class ModelConfig:
 
     name: str = "custom"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    decoder_dim: int = 128
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    mask_ratio: float = 0.75
+    decoder_dim: PositiveInt = 128
+    decoder_depth: PositiveInt = 2
+    decoder_heads: PositiveInt = 4
+    mask_ratio: Annotated[float, Range(gt=0, lt=1)] = 0.75
     mask_mode: str = "random"
     encoder_input: str = "visible"
     norm_targets: bool = True
-    segment_seconds: float = 4.0
+    segment_seconds: PositiveFloat = 4.0
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if self.encoder_input not in ("visible", "all"):
             raise ValueError(f"encoder_input must be 'visible' or 'all', got {self.encoder_input!r}")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.segment_seconds <= 0:
-            raise ValueError(f"segment_seconds must be > 0, got {self.segment_seconds}")
 
     @property
     def segment_samples(self) -> int:

@@ -22,13 +22,22 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import CheckpointSpec
-from ..config import ConfigError, to_dict
+from ..config import (
+    ConfigError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    Range,
+    Rate,
+    check_ranges,
+    to_dict,
+)
 from .checkpointing import Checkpointer, RunDirError, check_run_dir
 from .data_order import batch_ids, global_batch, mix, seed_step
 from .distributed import (
@@ -71,28 +80,29 @@ class TrainConfig:
     patience: stop after this many evaluations in a row without a better score (0 = never stop
     early)."""
 
-    max_steps: int = 1000
-    batch_size: int = 32
-    accum_steps: int = 1
-    lr: float = 5e-4
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
+    max_steps: PositiveInt = 1000
+    batch_size: PositiveInt = 32
+    accum_steps: PositiveInt = 1
+    lr: NonNegativeFloat = 5e-4
+    warmup_steps: NonNegativeInt = 100
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.05
+    weight_decay: NonNegativeFloat = 0.05
+    betas: tuple[Rate, Rate] = (0.9, 0.95)
+    grad_clip: NonNegativeFloat = 1.0
     precision: str = "fp32"
-    seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
-    max_minutes: float | None = None
+    seed: NonNegativeInt = 0
+    log_every: PositiveInt = 10
+    ckpt_every: PositiveInt = 200
+    keep_checkpoints: PositiveInt = 2
+    max_minutes: NonNegativeFloat | None = None
     device: str = "auto"
-    threads: int = 0
-    evaluate_every: int = 0
+    threads: NonNegativeInt = 0
+    evaluate_every: NonNegativeInt = 0
     select_start: bool = True
-    patience: int = 0
+    patience: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))

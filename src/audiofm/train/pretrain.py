@@ -13,10 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import CheckpointSpec
-from ..config import from_dict, merge, to_dict
+from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, from_dict, merge, to_dict
 from ..data import Row, fingerprint, read_rows
 from ..data.dataset import ClipStore
 from ..frontend import LogMel
+from ..io import check_writable
 from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, model_config
 from .budget import calibrate_steps
@@ -38,8 +39,8 @@ class DataConfig:
 
     source: str = ""
     splits: list[str] = field(default_factory=list)
-    max_clips: int | None = None
-    cache_mb: float = 4096
+    max_clips: PositiveInt | None = None
+    cache_mb: NonNegativeFloat = 4096
     check: bool = True
 
 
@@ -55,8 +56,8 @@ class PretrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    stats_clips: int = 500
-    budget_minutes: float | None = None
+    stats_clips: PositiveInt = 500
+    budget_minutes: PositiveFloat | None = None
 
 
 def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
@@ -135,6 +136,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     out = Path(out)
     from_checkpoint = check_run_dir(out, resume)
     model_cfg = resolve_config(cfg)  # fail on a bad model name before touching the data
+    check_writable(out)  # a read-only or full --out fails now, not at the first checkpoint
     if rows is None:
         rows = load_rows(cfg.data)
     latest = ckpt.latest_checkpoint(out / "checkpoints") if from_checkpoint else None
@@ -150,6 +152,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
     recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    # room for a periodic checkpoint (weights + AdamW moments) and the final weights, before training
+    check_writable(out, need_bytes=4 * sum(p.numel() * p.element_size() for p in recipe.model.parameters()))
     if latest is not None:
         if cfg.budget_minutes is not None:  # keep the calibrated schedule
             tc = ckpt.load_train_state(latest)["train_config"]

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ...config import PositiveInt, Rate, check_ranges
+
 Direction = Literal["forward", "bidirectional", "alternating"]
 
 
@@ -31,16 +33,13 @@ class BackboneConfig:
     drop_path: stochastic-depth rate of the last block (linearly increasing from 0).
     """
 
-    dim: int = 192
-    depth: int = 12
-    dropout: float = 0.0
-    drop_path: float = 0.0
+    dim: PositiveInt = 192
+    depth: PositiveInt = 12
+    dropout: Rate = 0.0
+    drop_path: Rate = 0.0
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.depth < 1:
-            raise ValueError(f"dim and depth must be ≥ 1, got dim={self.dim}, depth={self.depth}")
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.drop_path < 1.0):
-            raise ValueError(f"dropout and drop_path must be in [0, 1), got {self.dropout}, {self.drop_path}")
+        check_ranges(self)  # every field of the subclass too
 
 
 #: Token width of each model size. Every backbone's preset of a size has this width (its

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ...config import PositiveFloat, PositiveInt
 from . import register_backbone
 from ._scan import (
     RecurrentBlock,
@@ -59,15 +60,15 @@ class MambaConfig(BackboneConfig):
     mixer's inner activations (conv, projections, scan inputs) in backward instead of storing them
     (several times less activation memory for roughly a fifth more training time)."""
 
-    d_state: int = 16
-    expand: float = 2.0
-    d_conv: int = 4
-    dt_rank: int | Literal["auto"] = "auto"
-    dt_min: float = 0.001
-    dt_max: float = 0.1
+    d_state: PositiveInt = 16
+    expand: PositiveFloat = 2.0
+    d_conv: PositiveInt = 4
+    dt_rank: PositiveInt | Literal["auto"] = "auto"
+    dt_min: PositiveFloat = 0.001
+    dt_max: PositiveFloat = 0.1
     direction: Direction = "bidirectional"
     impl: Impl = "torch"
-    chunk_size: int | None = None
+    chunk_size: PositiveInt | None = None
     recompute: bool = True
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...config import PositiveFloat, PositiveInt
 from . import register_backbone
 from .base import Backbone, BackboneConfig, DropPath, drop_path_rates, preset_row
 
@@ -16,14 +17,12 @@ class TransformerConfig(BackboneConfig):
     """heads: attention heads (dim must divide). mlp_ratio: MLP hidden width / dim.
     qkv_bias: bias on the query/key/value projection."""
 
-    heads: int = 3
-    mlp_ratio: float = 4.0
+    heads: PositiveInt = 3
+    mlp_ratio: PositiveFloat = 4.0
     qkv_bias: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.heads < 1 or self.mlp_ratio <= 0:
-            raise ValueError(f"heads must be ≥ 1 and mlp_ratio > 0, got {self.heads}, {self.mlp_ratio}")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
 

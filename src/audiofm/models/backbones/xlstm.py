@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ...config import PositiveFloat, PositiveInt
 from . import register_backbone
 from ._scan import (
     RecurrentBlock,
@@ -68,15 +69,15 @@ class XLSTMConfig(BackboneConfig):
     mixer's inner activations (conv, q/k/v, gates, cell) in backward instead of storing them
     (several times less activation memory for roughly a fifth more training time)."""
 
-    heads: int = 4
-    proj_factor: float = 2.0
-    conv_kernel: int = 4
-    qkv_blocksize: int = 4
+    heads: PositiveInt = 4
+    proj_factor: PositiveFloat = 2.0
+    conv_kernel: PositiveInt = 4
+    qkv_blocksize: PositiveInt = 4
     form: Form = "chunkwise"
-    chunk_size: int = 32
+    chunk_size: PositiveInt = 32
     direction: Direction = "bidirectional"
     impl: Impl = "torch"
-    eps: float = 1e-6
+    eps: PositiveFloat = 1e-6
     recompute: bool = True
 
     def __post_init__(self) -> None:
