@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,13 +85,24 @@ def load_audio(
     ``max_seconds`` reads only the start of the file. Raises :class:`AudioError` naming the
     file for missing, unreadable, corrupt or empty audio.
     """
-    import soundfile as sf
-
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: no such audio file (check the path or the manifest entry)")
+    return _decode(str(p), str(p), sr, max_seconds)
+
+
+def decode_audio(data: bytes, name: str, sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Like :func:`load_audio` for the encoded bytes of a file (e.g. a tar member) named ``name``."""
+    import io
+
+    return _decode(io.BytesIO(data), name, sr, None)
+
+
+def _decode(src: Any, p: str, sr: int | None, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
     try:
-        with sf.SoundFile(str(p)) as f:
+        with sf.SoundFile(src) as f:
             native = f.samplerate
             frames = -1 if max_seconds is None else round(max_seconds * native)
             data = f.read(frames=frames, dtype="float32", always_2d=True)

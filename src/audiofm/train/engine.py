@@ -30,6 +30,7 @@ from ..checkpoint import CheckpointSpec
 from ..config import ConfigError, to_dict
 from .checkpointing import Checkpointer, RunDirError
 from .data_order import batch_ids, global_batch, mix, seed_step
+from .deadline import Deadline
 from .distributed import (
     Dist,
     all_reduce_max,
@@ -197,7 +198,8 @@ class Engine:
     def __init__(self, recipe: Recipe, cfg: TrainConfig, run_dir: str | os.PathLike[str], *,
                  resume: bool = False, resolved_config: dict[str, Any] | None = None,
                  data_fingerprint: dict[str, Any] | None = None, progress: bool = True,
-                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+                 on_checkpoint: Callable[[int, Path], None] | None = None,
+                 budget_minutes: float | None = None) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, cfg, Path(run_dir)
         self.resume, self.progress = resume, progress
         self.resolved_config = resolved_config or {}
@@ -207,6 +209,8 @@ class Engine:
         self.checkpoints = Checkpointer(recipe, run_dir, self.dist, keep=cfg.keep_checkpoints,
                                         data_fingerprint=data_fingerprint, on_checkpoint=on_checkpoint)
         self.validator = Validator(recipe, cfg, self.dist, self.checkpoints.save_best)
+        # a wall-clock budget re-fits max_steps as training goes; fixed-step runs have none
+        self.deadline = Deadline(budget_minutes, cfg, self.dist) if budget_minutes is not None else None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -219,6 +223,8 @@ class Engine:
             return None
         state = {"step": self.step, "optimizer": optimizer.state_dict(), "train_config": to_dict(self.cfg),
                  "world_size": self.dist.world, "early_stop": dict(self.best)}
+        if self.deadline is not None:
+            state["budget"] = self.deadline.state()
         return self.checkpoints.save(self.step, state, final)
 
     def fit(self) -> dict[str, Any]:
@@ -231,6 +237,8 @@ class Engine:
             state = self.checkpoints.restore(model, optimizer)
             self.step = int(state["step"])
             val.state.update(state.get("early_stop") or {})
+            if self.deadline is not None:
+                self.deadline.restore(state.get("budget"))
         train_model = wrap_ddp(model, self.device, self.dist)
         speed, last_loss, status = Throughput(), float("nan"), "completed"
         with (StopSignals() as signals, MetricsLog(self.run_dir / "metrics.jsonl", self.dist.main) as log,
@@ -238,16 +246,21 @@ class Engine:
             model.train()
             if val.due_at_start(self.step):
                 log.write(val.run(model, self.step, start=True))  # competes for "best" if select_start
+            if self.deadline is not None:
+                self.deadline.start()
             while self.step < cfg.max_steps:
                 stop = self._stop_reason(signals, speed)
                 if stop is not None:
                     status = stop
                     break
-                lr = lr_at(cfg, self.step)
+                lr = lr_at(cfg, self.step, self.deadline.knot if self.deadline is not None else None)
                 set_lr(optimizer, lr)
                 last_loss, extras, gnorm = self._train_step(train_model, model, optimizer)
                 self.step += 1
                 speed.add(cfg.batch_size)
+                if self.deadline is not None:
+                    self.deadline.after_step(self.step)  # may move cfg.max_steps (every rank alike)
+                    extras = {**extras, "max_steps": cfg.max_steps}
                 record = None
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     record = train_record(self.step, last_loss, lr, gnorm, extras, speed.record())

@@ -46,9 +46,12 @@ class DataConfig:
 class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
-    budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
-    wall time on this machine (the real recipe timed on the training device by the main process
-    before training, the count shared by all processes; warm-up scaled to 10 %)."""
+    budget_minutes: if set, the run finishes within this wall time (a promise, not a first
+    estimate): ``train.max_steps`` starts as the steps that fit (the real recipe timed on the
+    training device by the main process before training, shared by all processes; warm-up 10 %)
+    and is re-fitted as training goes, the cosine schedule ending at the last step
+    (:mod:`audiofm.train.deadline`). Not bit-reproducible across machines or loads; fixed-step
+    runs are."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +159,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
             print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
-                    data_fingerprint=fingerprint(rows), progress=progress)
+                    data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=cfg.budget_minutes)
     return engine.fit()
 
 
