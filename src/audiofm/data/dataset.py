@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import AudioError, audio_info, decode_audio, load_audio
+from ..audio import AudioError, audio_info, load_audio
 from .manifest import DataError, Row
-from .shards import is_member_ref, member_bytes, member_info
+from .shards import is_member_ref, load_member, member_info
 
 
 def load_row(row: Row, sr: int) -> np.ndarray:
@@ -18,7 +18,7 @@ def load_row(row: Row, sr: int) -> np.ndarray:
     file, or from the tar member a row read from shards names. Raises AudioError."""
     if is_member_ref(row.path):
         try:
-            wave, _ = decode_audio(member_bytes(row.path), row.path, sr)
+            wave, _ = load_member(row.path, sr)
         except DataError as e:
             raise AudioError(str(e)) from None
     else:
@@ -48,7 +48,7 @@ def unreadable(rows: Sequence[Row]) -> list[str]:
     for r in rows:
         try:
             if is_member_ref(r.path):
-                decode_audio(member_bytes(r.path), r.path)
+                load_member(r.path)
             else:
                 load_audio(r.path)
         except (AudioError, DataError) as e:

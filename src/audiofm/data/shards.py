@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import AudioError
+from ..audio import AudioError, load_embedded
 from ..io import atomic_dir
 from .hear import HearTask, is_hear_task, read_hear_task
 from .manifest import DataError, Row, fingerprint
@@ -249,14 +249,6 @@ class ShardSet:
             raise DataError(f"{self.root}: no member {name!r} in the shard index")
         return m
 
-    def read(self, url: str, offset: int, size: int) -> bytes:
-        with open(self.root / url, "rb") as f:
-            f.seek(offset)
-            data = f.read(size)
-        if len(data) != size:
-            raise DataError(f"{self.root / url}: truncated (member at byte {offset} needs {size} bytes)")
-        return data
-
     def rows(self) -> list[Row]:
         """Every sample as a Row (dataset order); the fingerprint is checked against the index."""
         rows: list[Row] = []
@@ -276,15 +268,17 @@ class ShardSet:
         return rows
 
 
-_OPEN: dict[Path, ShardSet] = {}
+_OPEN: dict[str, ShardSet] = {}
 
 
 def open_shards(root: str | os.PathLike[str]) -> ShardSet:
     """The :class:`ShardSet` of ``root``, read once per process."""
-    key = Path(root).resolve()
-    if key not in _OPEN:
-        _OPEN[key] = ShardSet(key)
-    return _OPEN[key]
+    got = _OPEN.get(str(root))
+    if got is None:
+        key = Path(root).resolve()
+        got = _OPEN.get(str(key)) or ShardSet(key)
+        _OPEN[str(root)] = _OPEN[str(key)] = got
+    return got
 
 
 def read_shards(root: str | os.PathLike[str]) -> list[Row]:
@@ -296,15 +290,15 @@ def _locate(ref: str) -> tuple[ShardSet, str, _Member]:
     m = _REF.match(ref)
     if m is None:
         raise AudioError(f"{ref}: not a shard member reference (<shard>.tar#<member>)")
-    tar = Path(m["tar"])
-    shards = open_shards(tar.parent)
-    return shards, tar.name, shards.member(f"{tar.name}#{m['member']}")
+    root, _, url = m["tar"].rpartition("/")
+    shards = open_shards(root or ".")
+    return shards, url, shards.member(f"{url}#{m['member']}")
 
 
-def member_bytes(ref: str) -> bytes:
-    """The bytes of the shard member ``ref`` (``<dir>/shard-N.tar#<key>.flac``), read at its offset."""
+def load_member(ref: str, sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the audio member ``ref`` in place (at its offset in the tar; :func:`~audiofm.audio.load_embedded`)."""
     shards, url, m = _locate(ref)
-    return shards.read(url, m.offset, m.size)
+    return load_embedded(shards.root / url, m.offset, m.frames, sr, name=ref)
 
 
 def member_info(ref: str) -> tuple[int, int]:
