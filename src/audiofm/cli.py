@@ -44,8 +44,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time "
                    "(default: {train.max_minutes})")
     p.add_argument("--budget-minutes", type=float,
-                   help="choose the step count so the whole schedule fits this wall time, timed on this "
-                        "machine; replaces --max-steps (default: {budget_minutes})")
+                   help="finish training within this wall time (plus about one step), the schedule "
+                        "completed: the step count is estimated on this machine and re-fitted as training "
+                        "goes; replaces --max-steps; not bit-reproducible (default: {budget_minutes})")
     p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")

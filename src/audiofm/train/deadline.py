@@ -5,8 +5,8 @@ ends within the budget.
 The first step count comes from timing the recipe before training (:mod:`.budget`). After
 every step the main process takes the mean wall time of the last ``window`` steps (everything
 included: data, logging, checkpoints, validation), counts the steps that fit in the time left,
-and when that count moves the end by more than ``tolerance`` (2 % of the steps left, at least
-one), moves ``max_steps`` there; every process applies the same decision (an all-reduce). The
+and when that count moves the end by more than 2 % of the steps left (by any step near the
+end), moves ``max_steps`` there; every process applies the same decision (an all-reduce). The
 schedule continues from where it is: the cosine keeps its current phase and runs on to phase 1
 at the new last step (:func:`~.schedule.lr_at` with a knot), so the learning rate changes
 smoothly and the last step always uses the final learning rate.
@@ -52,6 +52,7 @@ class Deadline:
 
     def restore(self, state: dict[str, Any] | None) -> None:
         if state:
+            self.budget = float(state["minutes"]) * 60.0  # what the run started with
             self.knot = (int(state["knot"][0]), float(state["knot"][1]))
             self.used = float(state["used_seconds"])
             self.refits = int(state.get("refits", 0))
@@ -81,7 +82,7 @@ class Deadline:
         per_step = sum(self._times) / len(self._times)
         left = self.budget - self.elapsed()
         target = step + max(1, int(left / per_step))  # out of time: one last step at the final lr
-        tolerance = max(1, (self.cfg.max_steps - step) // 50)
+        tolerance = (self.cfg.max_steps - step) // 50  # none near the end: every step counts there
         return target if abs(target - self.cfg.max_steps) > tolerance else 0
 
     def _refit(self, step: int, target: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..models.msm import ModelConfig, MSMModel
 from ..models.registry import build_model, model_config
 from .budget import calibrate_steps
 from .data_order import mix
-from .distributed import setup
+from .distributed import broadcast_object, setup
 from .engine import Batch, Engine, TrainConfig
 
 __all__ = ["DataConfig", "PretrainConfig", "PretrainRecipe", "calibrate_steps", "compute_stats", "pretrain",
@@ -150,16 +151,20 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         if saved is not None and cfg.budget_minutes is not None:  # keep the calibrated schedule
             tc = ckpt.load_train_state(saved)["train_config"]
             cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
-    elif cfg.budget_minutes is not None:
+    budget = cfg.budget_minutes
+    if budget is not None and not resume:
         device, d = setup(cfg.train.device, cfg.train.threads)
-        steps = calibrate_steps(recipe, cfg.train, cfg.budget_minutes, device=device, d=d)
+        t0 = time.perf_counter()
+        steps = calibrate_steps(recipe, cfg.train, budget, device=device, d=d)
+        budget = max(0.0, budget - broadcast_object(time.perf_counter() - t0, d) / 60)  # timing counts too
         cfg.train.max_steps = steps
         cfg.train.warmup_steps = max(1, steps // 10)
         if progress and d.main:
-            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
+            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips "
+                  "(first estimate, re-fitted as training goes)")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
-                    data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=cfg.budget_minutes)
+                    data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=budget)
     return engine.fit()
 
 
