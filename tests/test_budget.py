@@ -81,7 +81,7 @@ def test_resumed_budget_run_keeps_its_decisions(tmp_path: Path) -> None:
     """An interrupted budget run saves its schedule (max_steps, knot, time used); the resumed run
     starts from exactly that schedule and still ends at the final lr."""
     minutes = 0.03
-    recipe = SlowingRecipe(fast=0.01, slow=0.03, after=10, interrupt=40)
+    recipe = SlowingRecipe(fast=0.01, slow=0.03, after=10, interrupt=20)
     cfg = _cfg(recipe, minutes)
     part = Engine(recipe, cfg, tmp_path / "run", progress=False, budget_minutes=minutes).fit()
     assert part["status"] == "interrupted"

@@ -3,8 +3,10 @@ re-fit the rest of the cosine schedule so that its last step — at the final le
 ends within the budget.
 
 The first step count comes from timing the recipe before training (:mod:`.budget`). After
-every step the main process takes the mean wall time of the last ``window`` steps (everything
-included: data, logging, checkpoints, validation), counts the steps that fit in the time left,
+every step the main process estimates the step time — the mean wall time of the last
+``window`` steps (everything included: data, logging, checkpoints, validation), or the median of
+the last three when that is slower (the machine just got busier) — counts the steps that fit in
+the time left (the budget minus the initial timing and the steps so far),
 and when that count moves the end by more than 2 % of the steps left (by any step near the
 end), moves ``max_steps`` there; every process applies the same decision (an all-reduce). The
 schedule continues from where it is: the cosine keeps its current phase and runs on to phase 1
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 class Deadline:
     """Keeps ``cfg.max_steps`` (mutated in place) and the schedule's knot within ``minutes``."""
 
-    def __init__(self, minutes: float, cfg: TrainConfig, d: Dist, window: int = 10, min_samples: int = 3) -> None:
+    def __init__(self, minutes: float, cfg: TrainConfig, d: Dist, window: int = 10, min_samples: int = 1) -> None:
         self.budget = float(minutes) * 60.0
         self.cfg, self.dist = cfg, d
         self.knot: tuple[int, float] = (cfg.warmup_steps, 0.0)
@@ -79,7 +81,10 @@ class Deadline:
         """The step count that ends in time (0 = keep the current one); main process only."""
         if len(self._times) < self.min_samples or step >= self.cfg.max_steps:
             return 0
-        per_step = sum(self._times) / len(self._times)
+        last3 = sorted(list(self._times)[-3:])
+        # the window's mean, or the median of the last 3 steps when the machine just got slower
+        # (a median: one slow step, e.g. a checkpoint write, does not move the end)
+        per_step = max(sum(self._times) / len(self._times), last3[len(last3) // 2])
         left = self.budget - self.elapsed()
         target = step + max(1, int(left / per_step))  # out of time: one last step at the final lr
         tolerance = (self.cfg.max_steps - step) // 50  # none near the end: every step counts there
