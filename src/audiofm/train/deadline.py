@@ -13,13 +13,13 @@ schedule continues from where it is: the cosine keeps its current phase and runs
 at the new last step (:func:`~.schedule.lr_at` with a knot), so the learning rate changes
 smoothly and the last step always uses the final learning rate.
 
-The promise: the training loop — counted from the timing probe on — ends within the budget
-plus about one step time (the step under way when time runs out still finishes, at the final
+The promise: the training loop — counted from the timing probe on — ends within the budget plus
+about one step time (the step under way when time runs out still finishes, at the final
 learning rate), two when the budget holds only a handful of steps; the final checkpoint write
-follows. It does not hold when the machine slows more than the warm-up (10 % of the first
-estimate) can absorb. Budget runs are not bit-reproducible across machines or loads
-(the step count depends on the clock); fixed-step runs never use this module. A resumed budget
-run keeps its decisions (``max_steps``, the knot, the time already used) from the checkpoint.
+follows. When not even the warm-up fits any more, the warm-up is shortened.
+Budget runs are not bit-reproducible across machines or loads (the step count depends on the
+clock); fixed-step runs never use this module. A resumed budget run keeps its decisions
+(``max_steps``, the knot, the time already used) from the checkpoint.
 """
 
 from __future__ import annotations
