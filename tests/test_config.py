@@ -376,7 +376,7 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"pretrain", "embed", "stats", "info", "demo", "evaluate", "report", "finetune",
-                                "adapt-report"}
+                                "adapt-report", "shards"}
     for name, p in sub.choices.items():
         for action in p._actions:
             if isinstance(action, argparse._HelpAction):

@@ -120,13 +120,14 @@ def test_ddp_two_processes_match_one(tmp_path, audio_folder):
 
 
 def test_budget_calibration_sets_the_schedule(tmp_path, audio_folder):
-    """``budget_minutes``: the pretraining recipe is timed (Batch interface, training device) and
-    the step count replaces ``max_steps`` (warm-up 10 %); a resume keeps the calibrated schedule."""
+    """``budget_minutes``: the pretraining recipe is timed (Batch interface, training device),
+    the step count replaces ``max_steps`` (warm-up 10 %) and is re-fitted as training goes (the
+    last ``max_steps`` is the one finished); a resume keeps the schedule (tests/test_budget.py)."""
     cfg = _cfg(audio_folder, steps=10_000)
     cfg.budget_minutes = 0.01
     res = pretrain(cfg, tmp_path / "b", progress=False)
     steps = cfg.train.max_steps
-    assert 1 <= steps < 10_000 and cfg.train.warmup_steps == max(1, steps // 10)
+    assert 1 <= steps < 10_000 and 1 <= cfg.train.warmup_steps <= steps
     assert res["status"] == "completed" and res["step"] == steps
     again = _cfg(audio_folder, steps=10_000)
     again.budget_minutes = 0.01

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,22 +85,45 @@ def load_audio(
     ``max_seconds`` reads only the start of the file. Raises :class:`AudioError` naming the
     file for missing, unreadable, corrupt or empty audio.
     """
-    import soundfile as sf
-
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: no such audio file (check the path or the manifest entry)")
+    return _decode(str(p), str(p), sr, max_seconds)
+
+
+def load_embedded(path: str | os.PathLike[str], offset: int, frames: int, sr: int | None = None,
+                  name: str | None = None) -> tuple[np.ndarray, int]:
+    """Like :func:`load_audio` for an audio file of ``frames`` frames stored at byte ``offset``
+    inside ``path`` (a tar member): libsndfile reads it in place, from the file descriptor."""
+    label = name or f"{path}@{offset}"
     try:
-        with sf.SoundFile(str(p)) as f:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise AudioError(f"{label}: cannot open {path} ({e.strerror or e})") from None
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)  # libsndfile takes the current position as the file's start
+        return _decode(fd, label, sr, frames=frames)
+    finally:
+        os.close(fd)
+
+
+def _decode(src: Any, p: str, sr: int | None, max_seconds: float | None = None,
+            frames: int | None = None) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(src, closefd=False) as f:
             native = f.samplerate
-            frames = -1 if max_seconds is None else round(max_seconds * native)
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+            n = frames if frames is not None else -1 if max_seconds is None else round(max_seconds * native)
+            data = f.read(frames=n, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(
             f"{p}: cannot decode audio ({e}); re-encode it as WAV/FLAC or remove it from the dataset"
         ) from None
     if data.shape[0] == 0:
         raise AudioError(f"{p}: audio is empty (0 samples); remove it from the dataset")
+    if frames is not None and frames >= 0 and data.shape[0] != frames:
+        raise AudioError(f"{p}: {data.shape[0]} frames decoded where {frames} are stored; the file is damaged")
     wave = data.mean(axis=1).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wave)):
         raise AudioError(f"{p}: audio contains NaN or infinite samples")

@@ -41,8 +41,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                        "and model_overrides, nested ModelConfig fields) — defaults < --config < flags < --set.")
     p.add_argument("--model", help="registry name, e.g. msm_vit_tiny, msm_mamba_tiny, msm_xlstm_tiny "
                    "(list them: audiofm info --list) (default: {model})")
-    p.add_argument("--data", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks "
-                   "(required unless data.source is in --config)")
+    p.add_argument("--data", help="audio folder, manifest, HEAR task dir, dir of HEAR tasks or shard dir "
+                   "(made by audiofm shards) (required unless data.source is in --config)")
     p.add_argument("--out", required=True, help="run directory: new, or one a start left without a checkpoint "
                    "(reused), or a run to continue with --resume (required)")
     add_resume_options(p)
@@ -52,8 +52,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time "
                    "(default: {train.max_minutes})")
     p.add_argument("--budget-minutes", type=float,
-                   help="choose the step count so the whole schedule fits this wall time, timed on this "
-                        "machine; replaces --max-steps (default: {budget_minutes})")
+                   help="finish training within this wall time (plus about one step), the schedule "
+                        "completed: the step count is estimated on this machine and re-fitted as training "
+                        "goes; replaces --max-steps; not bit-reproducible (default: {budget_minutes})")
     p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
@@ -268,6 +269,34 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_shards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shards", help="write a dataset as indexed webdataset shards",
+                       description="Write every clip of INPUT (audio folder, manifest, HEAR task dir or dir of "
+                       "HEAR tasks) as tar shards (<key>.flac + <key>.json) with an index.json, for pretraining, "
+                       "embedding and evaluation from shared storage (`--data DIR`). See docs/export.md.")
+    p.add_argument("input", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
+    p.add_argument("--out", required=True, help="shard directory to create (required)")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
+    p.add_argument("--splits", help="comma-separated splits to keep (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
+    p.set_defaults(func=command("shards", cmd_shards))
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from .data import read_rows, write_shards
+    from .data.shards import hear_tasks_of
+
+    splits = [s for s in args.splits.split(",") if s] if args.splits else None
+    rows = read_rows(args.input, splits)
+    index = write_shards(rows, args.out, args.shard_size, source=str(Path(args.input).resolve()),
+                         tasks=hear_tasks_of(args.input), overwrite=args.overwrite, progress=not args.no_progress)
+    meta = index["audiofm"]
+    print(f"wrote {meta['clips']} clips in {len(index['shardlist'])} shards to {args.out} "
+          f"(fingerprint {meta['fingerprint']['ids_sha256']})")
+    return 0
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint (or list the model presets)",
                        description="Describe checkpoint CKPT (architecture, front end, training data) after verifying "
@@ -367,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                "one line 'audiofm COMMAND: error: ...' and exits 2 (AUDIOFM_DEBUG=1 shows the traceback).")
     parser.add_argument("--version", action="version", version=f"audiofm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for add in (_add_pretrain, _add_embed, _add_stats, _add_info, _add_demo):
+    for add in (_add_pretrain, _add_embed, _add_stats, _add_shards, _add_info, _add_demo):
         add(sub)
     _add_plugins(sub)
     return parser

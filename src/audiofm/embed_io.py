@@ -19,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioError, audio_info, load_audio, scan_files
+from .audio import AudioError
+from .data.dataset import load_row, row_duration, unreadable
 from .data.manifest import DataError, Row
 from .embedding import AudioEmbedder, Embeddings
 from .io import atomic_path
+
+__all__ = ["EmbeddingError", "clip_matrix", "embed_each", "embed_rows", "load_row", "row_duration",
+           "write_embeddings"]
 
 MAX_LISTED = 20  # unreadable files named in one error
 
@@ -93,24 +97,6 @@ def embed_each(embedder: AudioEmbedder, n: int, load: Callable[[int], np.ndarray
     return [e for e in out if e is not None]
 
 
-def load_row(row: Row, sr: int) -> np.ndarray:
-    """The row's audio at ``sr`` (mono float32), cut to its ``start``/``end`` segment."""
-    wave, _ = load_audio(row.path, sr=sr)
-    if row.start is None and row.end is None:
-        return wave
-    a = round((row.start or 0.0) * sr)
-    b = len(wave) if row.end is None else round(row.end * sr)
-    return wave[a:b]
-
-
-def row_duration(row: Row) -> float:
-    """Seconds of audio the row stands for (its segment, else the file's length from the header)."""
-    if row.end is not None:
-        return row.end - (row.start or 0.0)
-    frames, rate = audio_info(row.path)
-    return frames / rate - (row.start or 0.0)
-
-
 def _unreadable(problems: list[str], n: int) -> DataError:
     listing = "\n  ".join(problems[:MAX_LISTED])
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
@@ -137,8 +123,7 @@ def embed_rows(embedder: AudioEmbedder, rows: Sequence[Row], *, batch_size: int 
             durations.append(float("inf"))
             bad_header = True
     if bad_header:
-        bad = scan_files(dict.fromkeys(r.path for r in rows), decode=True)
-        raise _unreadable([b.reason for b in bad], len(rows))
+        raise _unreadable(unreadable(list({r.path: r for r in rows}.values())), len(rows))
     order = sorted(range(len(rows)), key=lambda i: (durations[i], rows[i].id))
     sr = int(embedder.sample_rate)
     return embed_each(embedder, len(rows), lambda i: load_row(rows[i], sr), sample_rate=sr, order=order,

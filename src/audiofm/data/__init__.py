@@ -8,6 +8,7 @@ from pathlib import Path
 from .folder import read_folder
 from .hear import HearTask, Split, hear_rounds, is_hear_task, read_hear_task
 from .manifest import DataError, Row, fingerprint, read_manifest, write_manifest
+from .shards import is_shard_dir, read_shards, write_shards
 from .tasks import (
     MULTICLASS,
     MULTILABEL,
@@ -24,13 +25,16 @@ from .tasks import (
 
 
 def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -> list[Row]:
-    """Rows from a manifest file, a HEAR task dir, a directory of HEAR tasks, or an audio folder.
+    """Rows from a manifest file, a shard directory (``audiofm shards``), a HEAR task dir, a
+    directory of HEAR tasks, or an audio folder.
 
     ``splits`` keeps only rows of those splits (HEAR split names such as "fold02", or "train").
     """
     p = Path(source)
     if p.is_file():
         rows = read_manifest(p)
+    elif is_shard_dir(p):
+        rows = read_shards(p)
     elif is_hear_task(p):
         rows = read_hear_task(p).rows
         for r in rows:
@@ -69,13 +73,16 @@ __all__ = [
     "fingerprint",
     "hear_rounds",
     "is_hear_task",
+    "is_shard_dir",
     "label_matrix",
     "pick_round",
     "read_folder",
     "read_hear_task",
     "read_manifest",
     "read_rows",
+    "read_shards",
     "round_rows",
     "select_rounds",
     "write_manifest",
+    "write_shards",
 ]

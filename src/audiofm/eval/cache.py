@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Row, fingerprint
+from ..data.shards import stored_size
 from ..embed_io import EmbeddingError, clip_matrix, embed_rows
 from ..embedding import AudioEmbedder
 from ..io import atomic_path
@@ -52,13 +53,11 @@ def _safe(name: str) -> str:
 
 
 def content_stamp(rows: Sequence[Row]) -> str:
-    """Hash of (id, file size, start, end) of every row, sorted by id (cheap: one stat per file)."""
+    """Hash of (id, file size — or shard member size —, start, end) of every row, sorted by id
+    (cheap: one stat per file)."""
     h = hashlib.sha256()
     for r in sorted(rows, key=lambda r: r.id):
-        try:
-            size = os.stat(r.path).st_size
-        except OSError:
-            size = -1
+        size = stored_size(r.path)
         h.update(f"{r.id}\0{size}\0{r.start}\0{r.end}\n".encode())
     return h.hexdigest()[:16]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..config import NonNegativeInt, PositiveInt, Range, check_ranges
-from ..data import is_hear_task
+from ..data import HearTask, is_hear_task, is_shard_dir, read_hear_task
+from ..data.shards import shard_tasks
 from ..embedding import AudioEmbedder
 from ..models.encoder import POOLINGS
 from .probe_base import ProbeConfig
@@ -90,6 +91,14 @@ class EvalConfig:
         from ..config import from_dict
 
         return from_dict(cls, d, where)
+
+
+def load_tasks(path: str | os.PathLike[str], only: list[str] | None = None) -> list[HearTask]:
+    """The tasks under ``path``: HEAR task dirs (:func:`discover_tasks`) or the tasks kept in a
+    shard directory (``audiofm shards`` of a task or a dir of tasks)."""
+    if is_shard_dir(path):
+        return shard_tasks(path, only)
+    return [read_hear_task(d) for d in discover_tasks(path, only)]
 
 
 def discover_tasks(path: str | os.PathLike[str], only: list[str] | None = None) -> list[Path]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DataError, HearTask, Split, fingerprint, read_hear_task
+from ..data import DataError, HearTask, Split, fingerprint, is_hear_task, read_hear_task
 from ..data.hear import check_unique_names
 from ..data.tasks import check_task, encode_labels, round_rows, select_rounds
 from ..io import check_writable, write_json
@@ -38,7 +38,7 @@ from .rankme import embedding_health
 from .registry import DETERMINISTIC_PROBES
 from .report import write_report
 from .results import DIAGNOSTIC_FIELDS, RESULT_FIELDS, EvalError, read_run, write_csv
-from .runconfig import EmbedderSpec, EvalConfig, discover_tasks, load_embedders, model_label
+from .runconfig import EmbedderSpec, EvalConfig, discover_tasks, load_embedders, load_tasks, model_label
 from .threads import limit_threads, warm_imports
 
 __all__ = ["DIAGNOSTIC_FIELDS", "RESULT_FIELDS", "EmbedderSpec", "EvalConfig", "EvalError", "RunResult",
@@ -119,7 +119,7 @@ def _prepare(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSp
              ) -> tuple[Path, list[HearTask], dict[Path, list[Split]], list[EmbedderSpec], EmbeddingCache]:
     out = _check_out(cfg)
     check_writable(out)  # the cache is not checked: a read-only shared cache serves every hit
-    tasks = [read_hear_task(d) for d in discover_tasks(cfg.tasks, cfg.only)]
+    tasks = load_tasks(cfg.tasks, cfg.only)
     check_unique_names(tasks)
     for t in tasks:
         check_task(t)
@@ -158,7 +158,8 @@ def _run(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSpec] 
         labels = encode_labels(task.rows, task.vocabulary, task.prediction_type)
         for spec in specs:
             emb = spec.embedder
-            t_rows = task if int(emb.sample_rate) == task.sample_rate else read_hear_task(
+            same = int(emb.sample_rate) == task.sample_rate or not is_hear_task(task.root)  # shards: any rate
+            t_rows = task if same else read_hear_task(
                 task.root, sample_rate=int(emb.sample_rate))
             if [r.id for r in t_rows.rows] != [r.id for r in task.rows]:
                 raise DataError(f"{task.root}: clip ids differ between sample-rate folders")

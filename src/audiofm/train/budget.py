@@ -15,14 +15,17 @@ from .distributed import Dist, autocast, broadcast_object, setup, synchronize
 from .engine import Recipe, TrainConfig, micro_batches
 
 
-def time_step(recipe: Recipe, cfg: TrainConfig, device: torch.device, world: int = 1, probe_steps: int = 3) -> float:
+def time_step(recipe: Recipe, cfg: TrainConfig, device: torch.device, world: int = 1, probe_steps: int = 3,
+              max_seconds: float | None = None) -> float:
     """Median seconds of one optimiser step of one process's share of the batch
     (``batch_size / world`` clips in ``accum_steps`` micro-batches: forward, backward, AdamW) on
     ``device``, over ``probe_steps`` steps after a warm-up step, on a throw-away copy of the model.
-    Timed alone: :meth:`Batch.gather` is the identity here, so no other process takes part."""
+    Timed alone: :meth:`Batch.gather` is the identity here, so no other process takes part.
+    Probing stops early once it has taken ``max_seconds`` (at least one step is timed)."""
     model = copy.deepcopy(recipe.model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    times = []
+    times: list[float] = []
+    start = time.perf_counter()
     for s in range(probe_steps + 1):
         ids, seeds = global_batch(recipe, cfg.seed, s, cfg.batch_size)
         batches = [dataclasses.replace(b, world=1) for b in micro_batches(ids, seeds, s, 0, world, cfg.accum_steps)]
@@ -37,6 +40,8 @@ def time_step(recipe: Recipe, cfg: TrainConfig, device: torch.device, world: int
         synchronize(device)
         if s:
             times.append(time.perf_counter() - t)
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
     return float(np.median(times))
 
 
@@ -50,5 +55,7 @@ def calibrate_steps(recipe: Recipe, cfg: TrainConfig, minutes: float, *, device:
         device, d = device or dev, d or dd
     steps = 0
     if d.main:
-        steps = max(1, int(minutes * 60 / time_step(recipe, cfg, device, d.world, probe_steps)))
+        # on a slow or busy machine probing stops at a quarter of the budget (the run re-fits anyway)
+        per_step = time_step(recipe, cfg, device, d.world, probe_steps, max_seconds=0.25 * minutes * 60)
+        steps = max(1, int(minutes * 60 / per_step))
     return broadcast_object(steps, d)

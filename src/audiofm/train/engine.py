@@ -40,6 +40,7 @@ from ..config import (
 )
 from .checkpointing import Checkpointer, RunDirError, check_run_dir
 from .data_order import batch_ids, global_batch, mix, seed_step
+from .deadline import Deadline
 from .distributed import (
     Dist,
     all_reduce_max,
@@ -217,7 +218,8 @@ class Engine:
                  resume: bool = False, resolved_config: dict[str, Any] | None = None,
                  data_fingerprint: dict[str, Any] | None = None, progress: bool = True,
                  on_checkpoint: Callable[[int, Path], None] | None = None, allow_change: Sequence[str] = (),
-                 free: Sequence[str] = (), derived: Sequence[str] = (), run_files: Sequence[str] = ()) -> None:
+                 free: Sequence[str] = (), derived: Sequence[str] = (), run_files: Sequence[str] = (),
+                 budget_minutes: float | None = None) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, cfg, Path(run_dir)
         self.resume, self.progress = resume, progress
         self.resolved_config = resolved_config or {}
@@ -228,6 +230,8 @@ class Engine:
                                         data_fingerprint=data_fingerprint, on_checkpoint=on_checkpoint,
                                         run_files=run_files, allow_change=allow_change, free=free, derived=derived)
         self.validator = Validator(recipe, cfg, self.dist, self.checkpoints.save_best)
+        # a wall-clock budget re-fits max_steps as training goes; fixed-step runs have none
+        self.deadline = Deadline(budget_minutes, cfg, self.dist) if budget_minutes is not None else None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -240,6 +244,8 @@ class Engine:
             return None
         state = {"step": self.step, "optimizer": optimizer.state_dict(), "train_config": to_dict(self.cfg),
                  "world_size": self.dist.world, "early_stop": dict(self.best)}
+        if self.deadline is not None:
+            state["budget"] = self.deadline.state()
         return self.checkpoints.save(self.step, state, final)
 
     def hold(self) -> contextlib.AbstractContextManager[bool]:
@@ -259,6 +265,8 @@ class Engine:
             state = self.checkpoints.restore(model, optimizer)
             self.step = int(state["step"])
             val.state.update(state.get("early_stop") or {})
+            if self.deadline is not None:
+                self.deadline.restore(state.get("budget"))
         self.checkpoints.prepare(self.resolved_config, self.step, world_size=self.dist.world,
                                  device=str(self.device))
         train_model = wrap_ddp(model, self.device, self.dist)
@@ -268,16 +276,21 @@ class Engine:
             model.train()
             if val.due_at_start(self.step):
                 log.write(val.run(model, self.step, start=True))  # competes for "best" if select_start
+            if self.deadline is not None:
+                self.deadline.start()
             while self.step < cfg.max_steps:
                 stop = self._stop_reason(signals, speed)
                 if stop is not None:
                     status = stop
                     break
-                lr = lr_at(cfg, self.step)
+                lr = lr_at(cfg, self.step, self.deadline.knot if self.deadline is not None else None)
                 set_lr(optimizer, lr)
                 last_loss, extras, gnorm = self._train_step(train_model, model, optimizer)
                 self.step += 1
                 speed.add(cfg.batch_size)
+                if self.deadline is not None:
+                    self.deadline.after_step(self.step)  # may move cfg.max_steps (every rank alike)
+                    extras = {**extras, "max_steps": cfg.max_steps}
                 record = None
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     record = train_record(self.step, last_loss, lr, gnorm, extras, speed.record())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..models.registry import build_model, model_config
 from .budget import calibrate_steps
 from .checkpointing import check_run_dir
 from .data_order import mix
-from .distributed import setup
+from .distributed import broadcast_object, setup
 from .engine import Batch, Engine, TrainConfig
 
 __all__ = ["DataConfig", "PretrainConfig", "PretrainRecipe", "calibrate_steps", "compute_stats", "pretrain",
@@ -48,9 +49,12 @@ class DataConfig:
 class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
-    budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
-    wall time on this machine (the real recipe timed on the training device by the main process
-    before training, the count shared by all processes; warm-up scaled to 10 %)."""
+    budget_minutes: if set, the run finishes within this wall time (a promise, not a first
+    estimate): ``train.max_steps`` starts as the steps that fit (the real recipe timed on the
+    training device by the main process before training, shared by all processes; warm-up 10 %)
+    and is re-fitted as training goes, the cosine schedule ending at the last step
+    (:mod:`audiofm.train.deadline`). Not bit-reproducible across machines or loads; fixed-step
+    runs are."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -158,17 +162,21 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         if cfg.budget_minutes is not None:  # keep the calibrated schedule
             tc = ckpt.load_train_state(latest)["train_config"]
             cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
-    elif cfg.budget_minutes is not None:
+    budget = cfg.budget_minutes
+    if budget is not None and latest is None:  # a fresh start (also a --resume that found no checkpoint)
         device, d = setup(cfg.train.device, cfg.train.threads)
-        steps = calibrate_steps(recipe, cfg.train, cfg.budget_minutes, device=device, d=d)
+        t0 = time.perf_counter()
+        steps = calibrate_steps(recipe, cfg.train, budget, device=device, d=d)
+        budget = max(0.0, budget - broadcast_object(time.perf_counter() - t0, d) / 60)  # timing counts too
         cfg.train.max_steps = steps
         cfg.train.warmup_steps = max(1, steps // 10)
         if progress and d.main:
-            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips")
+            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips "
+                  "(first estimate, re-fitted as training goes)")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
-                    data_fingerprint=fingerprint(rows), progress=progress, allow_change=allow_change,
-                    free=FREE_ON_RESUME, derived=("resolved_model",))
+                    data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=budget,
+                    allow_change=allow_change, free=FREE_ON_RESUME, derived=("resolved_model",))
     return engine.fit()
 
 

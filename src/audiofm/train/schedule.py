@@ -12,13 +12,28 @@ if TYPE_CHECKING:
     from .engine import Recipe, TrainConfig
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate at ``step``: linear warm-up then cosine decay to ``min_lr_ratio``·lr."""
+def lr_at(cfg: TrainConfig, step: int, knot: tuple[int, float] | None = None) -> float:
+    """Learning rate at ``step``: linear warm-up then cosine decay to ``min_lr_ratio``·lr.
+
+    ``knot = (s, t)``: a schedule re-fitted at step ``s``, where the cosine had reached phase
+    ``t`` (0 = peak, 1 = final lr), to end at ``cfg.max_steps``: from ``s`` the phase runs on
+    linearly to 1 at the last step ``max_steps - 1`` (:mod:`.deadline`). Without a knot: the
+    fixed schedule, a pure function of the config and the step."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if knot is None:
+        t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    else:
+        t = cosine_phase(cfg, step, knot)
     t = min(1.0, t)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def cosine_phase(cfg: TrainConfig, step: int, knot: tuple[int, float]) -> float:
+    """Phase of the cosine at ``step`` of a schedule re-fitted at ``knot`` (see :func:`lr_at`)."""
+    s, t = knot
+    span = cfg.max_steps - 1 - s
+    return 1.0 if span <= 0 else min(1.0, t + (1.0 - t) * max(0, step - s) / span)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
