@@ -274,7 +274,7 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
                        description="Write every clip of INPUT (audio folder, manifest, HEAR task dir or dir of "
                        "HEAR tasks) as tar shards (<key>.flac + <key>.json) with an index.json, for pretraining, "
                        "embedding and evaluation from shared storage (--data DIR). See docs/export.md.")
-    p.add_argument("input", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks")
+    p.add_argument("input", help="audio folder, manifest, HEAR task dir or dir of HEAR tasks (required)")
     p.add_argument("--out", required=True, help="shard directory to create (required)")
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
     p.add_argument("--splits", help="comma-separated splits to keep (default: all)")

@@ -60,7 +60,7 @@ def add_parsers(subparsers: Any) -> None:
                         "peer name (aisfx, birdnet, resemblyzer, crepe, ...), with peer settings after colons "
                         "(crepe:hop_ms=50:capacity=tiny); repeatable (default: none)")
     p.add_argument("--tasks", metavar="DIR", help="a HEAR task dir, a dir of task dirs or shards of them "
-                   "(`audiofm shards`) (required, or tasks in --config)")
+                   "(made by audiofm shards) (required, or tasks in --config)")
     p.add_argument("--only", action="append", default=[], metavar="TASK",
                    help="evaluate only these task names (repeatable or comma-separated) (default: all)")
     p.add_argument("--probes", type=_csv_list, help=f"comma-separated probes from {', '.join(PROBES)} "

@@ -176,7 +176,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
                     data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=budget,
-                    allow_change=allow_change, free=FREE_ON_RESUME, derived=("resolved_model",))
+                    allow_change=allow_change, free=FREE_ON_RESUME,
+                    # a budget run's schedule length follows from the budget (re-fitted as it trains)
+                    derived=("resolved_model", *(("train.max_steps", "train.warmup_steps") if budget is not None
+                                                 else ())))
     return engine.fit()
 
 
