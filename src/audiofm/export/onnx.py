@@ -107,6 +107,7 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], input_names: list[str],
             dynamic: dict[str, dict[int, Any]], meta: dict[str, Any], out: Path, opset: int | None) -> None:
     import onnx
 
+    module.eval()
     prog = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
                              dynamic_shapes=dynamic, dynamo=True, opset_version=opset, external_data=False,
                              verbose=False)
