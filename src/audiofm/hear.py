@@ -142,7 +142,9 @@ def get_timestamp_embeddings(audio: Tensor, model: HearModel) -> tuple[Tensor, T
     """Frame embeddings and their centre times.
 
     Returns float32 ``(n_sounds, n_timestamps, model.timestamp_embedding_size)`` and float32
-    ``(n_sounds, n_timestamps)`` timestamps in **milliseconds**, the same for every sound.
+    ``(n_sounds, n_timestamps)`` timestamps in **milliseconds**, the same for every sound, evenly
+    spaced (the model's patch hop, or ``timestamp_hop_ms``) and within the sound: frames whose
+    centre falls after its end are not returned.
     """
     _check(audio, model)
     if audio.shape[0] == 0:
