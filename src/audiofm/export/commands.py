@@ -53,7 +53,7 @@ def add_parsers(subparsers: Any) -> None:
                     "(pip install 'audiofm[export]'). Settings: ExportConfig (audiofm.export.commands) — "
                     "defaults < --config < flags < --set. See docs/export.md.")
     p.add_argument("ckpt", help="checkpoint or run directory")
-    p.add_argument("--format", choices=["onnx"], help="export format (default: {format})")
+    p.add_argument("--format", metavar="FORMAT", help="export format: onnx (default: {format})")
     p.add_argument("--out", required=True, metavar="FILE", help="output .onnx file (required)")
     p.add_argument("--frontend", choices=["included", "separate"],
                    help="front end inside the graph, or as a separate graph OUT.frontend.onnx (default: {frontend})")
