@@ -26,7 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from .audio import prepare
 from .config import to_dict
-from .embedding import Embeddings
+from .embedding import Embeddings, chunk_plan, chunk_starts, patch_timestamps
 from .models.encoder import POOLINGS, AudioEncoder, pool_frames
 from .models.heads import Head, build_head
 
@@ -92,10 +92,9 @@ class Embedder:
         if chunk_seconds == _AUTO:
             chunk_seconds = self.segment_seconds
         self.chunk_seconds: float | None = None if chunk_seconds in (None, 0) else float(chunk_seconds)
-        if self.chunk_seconds is not None:
-            k = max(1, round(self.chunk_seconds / self.patch_seconds))
-            self._chunk_hop = k * cfg.patch_t * fe.hop_length  # samples between chunks
-            self._chunk_len = self._chunk_hop + fe.fft_size - fe.hop_length
+        if self.chunk_seconds is not None:  # chunk length and hop (samples between chunks)
+            self._chunk_len, self._chunk_hop = chunk_plan(self.chunk_seconds, cfg.patch_t, fe.hop_length,
+                                                          fe.fft_size, fe.sample_rate)
 
     # -- AudioEmbedder --------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -137,14 +136,12 @@ class Embedder:
     def timestamps(self, n: int, start: int = 0) -> np.ndarray:
         """Centre (seconds) of time patches start..start+n-1 of a signal starting at 0."""
         fe = self.encoder_config.frontend
-        pt = self.encoder_config.patch_t
-        idx = np.arange(start, start + n, dtype=np.float64)
-        return ((idx * pt + (pt - 1) / 2) * fe.hop_length + fe.fft_size / 2) / fe.sample_rate
+        return patch_timestamps(n, self.encoder_config.patch_t, fe.hop_length, fe.fft_size, fe.sample_rate, start)
 
     def _split(self, clip: int, wave: np.ndarray) -> list[_Chunk]:
-        if self.chunk_seconds is None or len(wave) <= self._chunk_len:
+        if self.chunk_seconds is None:
             return [_Chunk(clip, 0, wave)]
-        starts = range(0, len(wave) - (self._chunk_len - self._chunk_hop), self._chunk_hop)
+        starts = chunk_starts(len(wave), self._chunk_len, self._chunk_hop)
         return [_Chunk(clip, j, wave[s : s + self._chunk_len]) for j, s in enumerate(starts)]
 
     def _encode(self, waves: list[np.ndarray]) -> list[np.ndarray]:

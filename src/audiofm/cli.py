@@ -405,9 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
     from .adapt.commands import add_parsers as add_adapt
     from .eval.commands import add_parsers as add_eval
+    from .export.commands import add_parsers as add_export
 
     add_eval(sub)
     add_adapt(sub)
+    add_export(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,3 +53,48 @@ class AudioEmbedder(Protocol):
     def embed_batch(self, waves: list[np.ndarray], sr: int) -> list[Embeddings]: ...
 
     def fingerprint(self) -> str: ...
+
+
+# --- torch-free pieces shared by the PyTorch Embedder and the ONNX embedder -------------------
+
+POOLINGS = ("mean", "max", "meanmax")
+
+
+def pool_frames_np(frames: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """Clip embedding ``(C,)`` of ``frames (T, D)``: the numpy form of
+    :func:`audiofm.models.encoder.pool_frames` over all frames (tested equal), for torch-free
+    embedders."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    parts = []
+    if pooling in ("mean", "meanmax"):
+        parts.append(frames.mean(axis=0, dtype=np.float32))
+    if pooling in ("max", "meanmax"):
+        parts.append(frames.max(axis=0))
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.float32)
+
+
+def chunk_plan(chunk_seconds: float, patch_t: int, hop_length: int, fft_size: int, sample_rate: int
+               ) -> tuple[int, int]:
+    """``(chunk length, chunk hop)`` in samples for chunks of about ``chunk_seconds`` that hold
+    whole time patches and overlap by ``fft_size - hop_length`` samples, so that the stitched
+    frames of the chunks are exactly the frames of the whole signal."""
+    patch_seconds = patch_t * hop_length / sample_rate
+    k = max(1, round(chunk_seconds / patch_seconds))
+    hop = k * patch_t * hop_length
+    return hop + fft_size - hop_length, hop
+
+
+def chunk_starts(num_samples: int, chunk_len: int, chunk_hop: int) -> list[int]:
+    """Start samples of the chunks of a signal (one chunk, at 0, when it fits)."""
+    if num_samples <= chunk_len:
+        return [0]
+    return list(range(0, num_samples - (chunk_len - chunk_hop), chunk_hop))
+
+
+def patch_timestamps(n: int, patch_t: int, hop_length: int, fft_size: int, sample_rate: int, start: int = 0
+                     ) -> np.ndarray:
+    """Centre (seconds) of time patches ``start..start+n-1`` of a signal starting at 0: the mean
+    of the centres of the patch's frames (frame ``i`` covers samples ``[i·hop, i·hop + n_fft)``)."""
+    idx = np.arange(start, start + n, dtype=np.float64)
+    return ((idx * patch_t + (patch_t - 1) / 2) * hop_length + fft_size / 2) / sample_rate

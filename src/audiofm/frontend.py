@@ -1,5 +1,9 @@
 """Log-mel front end: batched ``torch.stft`` → power → HTK mel → log → normalise, always in fp32.
 
+``LogMel(cfg, exportable=True)`` computes the same spectrum as a real-valued strided conv with
+the windowed DFT basis (cos and sin rows) instead of the complex-valued ``torch.stft``, so the
+front end traces to ONNX; it equals the ``stft`` path to float32 rounding.
+
 Frames are taken without centre padding (Kaldi "snip edges"): frame ``i`` covers samples
 ``[i*hop, i*hop + n_fft)``, so a frame depends only on the samples it covers (streamable), and
 its centre is at ``(i*hop + n_fft/2) / sample_rate`` seconds. Inputs shorter than one frame are
@@ -83,12 +87,24 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float, f_
     return torch.clamp(torch.minimum(up, down), min=0.0).float()
 
 
-class LogMel(nn.Module):
-    """Waveforms ``(B, S)`` at ``cfg.sample_rate`` → normalised log-mel ``(B, n_mels, T)``."""
+def dft_basis(window: Tensor) -> Tensor:
+    """``(2·(N/2+1), 1, N)`` conv weights: the windowed DFT's real (cos) rows then imaginary
+    (−sin) rows, so that a stride-hop conv gives the one-sided STFT of ``torch.stft``."""
+    n = window.shape[0]
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
+    angle = 2 * math.pi * k * torch.arange(n, dtype=torch.float64)[None] / n  # (F, N)
+    w = window.double()[None]
+    return torch.cat([torch.cos(angle) * w, -torch.sin(angle) * w]).float()[:, None]
 
-    def __init__(self, cfg: FrontendConfig) -> None:
+
+class LogMel(nn.Module):
+    """Waveforms ``(B, S)`` at ``cfg.sample_rate`` → normalised log-mel ``(B, n_mels, T)``.
+    ``exportable``: the DFT-basis conv instead of ``torch.stft`` (traceable; see the module doc)."""
+
+    def __init__(self, cfg: FrontendConfig, exportable: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.exportable = exportable
         f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
         window = torch.hann_window(cfg.win_length, periodic=True)
         # centre the window inside n_fft samples, as torch.stft does with win_length < n_fft
@@ -100,12 +116,22 @@ class LogMel(nn.Module):
         self.register_buffer("fbank", fb, persistent=False)
         self.window: Tensor
         self.fbank: Tensor
+        if exportable:
+            self.register_buffer("dft_basis", dft_basis(padded), persistent=False)
+            self.dft_basis: Tensor
 
     def log_mel(self, wave: Tensor) -> Tensor:
         """Un-normalised log-mel ``(B, n_mels, T)`` of ``wave: (B, S)``."""
         cfg = self.cfg
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = wave.float()
+            if self.exportable:
+                # pad to one frame without a branch on the length: max(0, n_fft - S) zeros
+                x = nn.functional.pad(x, (0, torch.sym_max(0, cfg.fft_size - x.shape[-1])))
+                spec = nn.functional.conv1d(x[:, None], self.dft_basis, stride=cfg.hop_length)  # (B, 2F, T)
+                re, im = spec.chunk(2, dim=1)
+                mel = torch.matmul(self.fbank.T, re.square() + im.square())  # (B, n_mels, T)
+                return torch.log(mel + cfg.log_eps)
             if x.shape[-1] < cfg.fft_size:
                 x = nn.functional.pad(x, (0, cfg.fft_size - x.shape[-1]))
             spec = torch.stft(x, cfg.fft_size, hop_length=cfg.hop_length, window=self.window,

@@ -23,7 +23,8 @@ __all__ = ["EmbedderSpec", "EvalConfig", "EvalError", "discover_tasks", "load_em
 class EvalConfig:
     """What ``audiofm evaluate`` runs.
 
-    models: checkpoint directories (``audiofm.load``). baselines: "logmel", "random" (the
+    models: checkpoint directories (``audiofm.load``) or ``.onnx`` graphs of ``audiofm export``
+    (``OnnxEmbedder``; layer and pooling are the graph's). baselines: "logmel", "random" (the
     first model, randomly initialised) or peer names (``audiofm.peers``). tasks: a HEAR task
     dir or a dir of task dirs; only: task names to keep. probes: subset of linear/mlp/knn.
     seeds: seeds 0..seeds-1. out: run directory. folds: round indices to run (k-fold: fold i
@@ -150,10 +151,20 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
     for path in cfg.models:
         if not Path(path).exists():
             raise EvalError(f"{path}: no such checkpoint directory (--model expects a directory with "
-                            "config.json and model.safetensors)")
-        import audiofm
+                            "config.json and model.safetensors, or an exported .onnx file)")
+        emb: AudioEmbedder
+        if path.endswith(".onnx"):  # an `audiofm export` graph, run by ONNX Runtime
+            from ..export.embedder import OnnxEmbedder
 
-        emb: AudioEmbedder = audiofm.load(path, layer=cfg.layer, pooling=cfg.pooling)
+            emb = OnnxEmbedder(path)
+            for key in ("layer", "pooling"):
+                if getattr(cfg, key) != getattr(emb, key):
+                    raise EvalError(f"{path} was exported with {key}={getattr(emb, key)!r}; evaluate it with "
+                                    f"--{key} {getattr(emb, key)} (or export it again)")
+        else:
+            import audiofm
+
+            emb = audiofm.load(path, layer=cfg.layer, pooling=cfg.pooling)
         specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling), emb, settings, path))
     for name in cfg.baselines:
         emb = make_baseline(name, cfg.models, layer=cfg.layer, pooling=cfg.pooling, seed=cfg.random_seed)

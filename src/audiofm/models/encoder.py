@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TYPE_FROM, PositiveInt, check_ranges
+from ..embedding import POOLINGS
 from ..frontend import FrontendConfig, LogMel
 from .backbones import BackboneConfig, as_backbone_config, backbone_config_class, build_backbone_from
+from .layer_config import set_layer_config
 from .patch import patchify, sincos_2d
-
-POOLINGS = ("mean", "max", "meanmax")
 
 
 def pool_frames(frames: Tensor, valid: Tensor | None = None, pooling: str = "mean") -> Tensor:
@@ -92,13 +92,21 @@ class Tokens:
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, cfg: EncoderConfig) -> None:
+    """Front end → patches → patch embedding + positions → backbone → norm.
+
+    ``exportable``: build the traceable layers (:mod:`~.layer_config`: DFT-basis front end, no
+    data-dependent padding branch, scan-form recurrences) for ``torch.export`` / ONNX; same
+    parameters, same outputs to float32 rounding (tests/test_export.py)."""
+
+    def __init__(self, cfg: EncoderConfig, exportable: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        self.frontend = LogMel(cfg.frontend)
-        self.patch_embed = nn.Linear(cfg.patch_f * cfg.patch_t, cfg.dim)
-        self.backbone = build_backbone_from(cfg.backbone, cfg.backbone_cfg)
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.exportable = exportable
+        with set_layer_config(exportable=exportable):
+            self.frontend = LogMel(cfg.frontend, exportable=exportable)
+            self.patch_embed = nn.Linear(cfg.patch_f * cfg.patch_t, cfg.dim)
+            self.backbone = build_backbone_from(cfg.backbone, cfg.backbone_cfg)
+            self.norm = nn.LayerNorm(cfg.dim)
 
     @property
     def dim(self) -> int:
@@ -120,14 +128,14 @@ class AudioEncoder(nn.Module):
     def tokenize_spec(self, spec: Tensor, frame_len: Tensor) -> Tokens:
         pt = self.cfg.patch_t
         T = spec.shape[-1]
-        Tp = -(-T // pt)
+        Tp = (T + pt - 1) // pt  # (not -(-T // pt): a traced negative floor division truncates in ONNX)
         # pad time to whole patches; padded frames are 0 (the normalised mean)
         t_idx = torch.arange(T, device=spec.device)
         spec = spec.masked_fill(t_idx[None, None, :] >= frame_len[:, None, None], 0.0)
         spec = F.pad(spec, (0, Tp * pt - T))
         patches = patchify(spec, self.cfg.patch_f, pt)
         Fp = self.cfg.freq_patches
-        time_len = (-(-frame_len // pt)).clamp(min=1)  # (B,) time patches holding real frames
+        time_len = ((frame_len + pt - 1) // pt).clamp(min=1)  # (B,) time patches holding real frames
         col = torch.arange(Tp, device=spec.device).repeat_interleave(Fp)  # token → time index
         pad_mask = col[None, :] >= time_len[:, None]
         return Tokens(patches, pad_mask, Fp, Tp, time_len)
@@ -154,9 +162,15 @@ class AudioEncoder(nn.Module):
     def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1,
                          spec_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``."""
-        tok = self.tokenize(wave, lengths, spec_mask)
+        return self.frame_embeddings_from_tokens(self.tokenize(wave, lengths, spec_mask), layer)
+
+    def frame_embeddings_from_tokens(self, tok: Tokens, layer: int = -1) -> tuple[Tensor, Tensor]:
+        """:meth:`frame_embeddings` from tokens (e.g. of :meth:`tokenize_spec` on a log-mel)."""
         x = self.embed_tokens(tok.patches, tok.Fp, tok.Tp)
-        h = self.forward_tokens(x, tok.pad_mask if bool(tok.pad_mask.any()) else None, layer)
+        # the exportable path always passes the mask (no branch on the data; an all-False
+        # mask gives the same result)
+        mask = tok.pad_mask if self.exportable or bool(tok.pad_mask.any()) else None
+        h = self.forward_tokens(x, mask, layer)
         B = h.shape[0]
         frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)
         valid = torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]

@@ -353,6 +353,26 @@ def selective_scan_ref(
     return (y, h) if return_last_state else y
 
 
+def selective_scan_traceable(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """The selective scan in the form ``torch.export`` / ONNX traces with dynamic batch and
+    length (the exportable layers): one :func:`~..layer_config.traceable_scan` step per
+    position, no work buffers. u, delta: (..., L, d); A: (..., d, n) broadcasting against the
+    leading dims of u (no dimension that depends on the batch, which a traced scan body would
+    fix); B, C: (..., L, n) → y (..., L, d), zero initial state, no D skip."""
+    from ..layer_config import traceable_scan
+
+    def step(carry: tuple[Tensor, Tensor], xs: tuple[Tensor, Tensor, Tensor, Tensor]
+             ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        h, a = carry  # A rides in the carry (a closure would get fresh sizes when traced)
+        dt, du, b, c = xs  # (..., d), (..., d), (..., n), (..., n)
+        h = torch.exp(dt.unsqueeze(-1) * a) * h + du.unsqueeze(-1) * b.unsqueeze(-2)  # (..., d, n)
+        return (h, a.clone()), (h * c.unsqueeze(-2)).sum(-1)
+
+    h0 = u.new_zeros(*u.shape[:-2], u.shape[-1], A.shape[-1])
+    _, y = traceable_scan(step, (h0, A), (delta, delta * u, B, C), dim=u.dim() - 2)  # y: (L, ..., d)
+    return y.movedim(0, -2)
+
+
 def selective_scan_fused(
     u: Tensor,
     delta: Tensor,

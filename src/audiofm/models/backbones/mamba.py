@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...config import PositiveFloat, PositiveInt
+from ..layer_config import is_exportable
 from . import register_backbone
 from ._scan import (
     RecurrentBlock,
@@ -32,6 +33,7 @@ from ._scan import (
     selective_scan,
     selective_scan_fused,
     selective_scan_ref,
+    selective_scan_traceable,
     stream_backbone,
 )
 from .base import Backbone, BackboneConfig, Direction, preset_row
@@ -140,6 +142,7 @@ class MambaMixer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ndir = 2 if bidirectional else 1
+        self.exportable = is_exportable()  # the traceable scan (no work buffers, scan op)
         self.in_proj = nn.Linear(cfg.dim, 2 * cfg.d_inner, bias=False)
         self.ssm = SSMParams(cfg, self.ndir)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.dim, bias=False)
@@ -162,7 +165,11 @@ class MambaMixer(nn.Module):
             xs = xs.unsqueeze(0)
         u, dt, bm, cm, _ = self.ssm.features(xs)  # (ndir, B, N, ·)
         ssm = self.ssm
-        if _use_fused(self.cfg.impl, xs):
+        if self.exportable:  # (ndir, B, N, ·) scanned over N; A: (ndir, 1, E, n)
+            delta = F.softplus(dt + ssm.dt_bias[:, None, None])
+            y = selective_scan_traceable(u, delta, ssm.A[:, None], bm, cm)
+            y = torch.addcmul(y, u, ssm.D[:, None, None])
+        elif _use_fused(self.cfg.impl, xs):
             y = torch.stack([
                 selective_scan_fused(
                     u[i], dt[i], ssm.A[i].float(), bm[i], cm[i], ssm.D[i].float(),

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...config import PositiveFloat, PositiveInt
+from ..layer_config import is_exportable
 from . import register_backbone
 from ._scan import (
     RecurrentBlock,
@@ -174,15 +175,17 @@ def mlstm_chunkwise(
 
 
 def _mlstm_chunkwise(
-    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None, chunk_size: int, eps: float
+    q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None, chunk_size: int, eps: float,
+    traceable: bool = False,
 ) -> tuple[Tensor, State]:
     b, nh, s, dk = q.shape
     dv = v.shape[-1]
-    t = max(1, min(chunk_size, s))
-    nc = -(-s // t)
+    # traceable: a fixed chunk length, always padded (no branch on the length), scan carry
+    t = max(1, chunk_size) if traceable else max(1, min(chunk_size, s))
+    nc = (s + t - 1) // t  # (a traced negative floor division would truncate in ONNX)
     k = k * dk**-0.5
     lf = F.logsigmoid(f)
-    if nc * t != s:
+    if traceable or nc * t != s:
         # Padded positions: no input (ĩ = -inf, k = v = 0) and no forgetting (log f = 0).
         pad = nc * t - s
         # (padding along the time axis of the transposed view is contiguous for the
@@ -204,18 +207,16 @@ def _mlstm_chunkwise(
     # Carry (C, n) and m across chunks; the lists hold the state before each chunk.
     c, n, m = c0, n0, m0.detach()
     g_d = g.detach()
-    cs, ns, ms = [], [], []
-    for j in range(nc):
-        cs.append(c)
-        ns.append(n)
-        ms.append(m)
-        m_new = torch.maximum(g_d[..., j] + m, w_max[..., j])
-        decay = torch.exp(g[..., j] + m - m_new)[..., None]  # (B, H, 1)
-        scale = torch.exp(w_max[..., j] - m_new)[..., None]
-        c = decay[..., None] * c + scale[..., None] * u_c[:, :, j]
-        n = decay * n + scale * u_n[:, :, j]
-        m = m_new
-    c_prev, n_prev, m_prev = torch.stack(cs, 2), torch.stack(ns, 2), torch.stack(ms, 2)
+    if traceable:
+        (c, n, m), (c_prev, n_prev, m_prev) = _carry_scan((c, n, m), g, g_d, w_max, u_c, u_n)
+    else:
+        cs, ns, ms = [], [], []
+        for j in range(nc):
+            cs.append(c)
+            ns.append(n)
+            ms.append(m)
+            c, n, m = _carry_step(c, n, m, g[..., j], g_d[..., j], w_max[..., j], u_c[:, :, j], u_n[:, :, j])
+        c_prev, n_prev, m_prev = torch.stack(cs, 2), torch.stack(ns, 2), torch.stack(ms, 2)
     causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
     log_d = (bc[..., :, None] - bc[..., None, :] + ic[..., None, :]).masked_fill(~causal, -math.inf)
     inter_log = bc + m_prev[..., None]  # log scale of the carried state at row t
@@ -227,6 +228,55 @@ def _mlstm_chunkwise(
     den = torch.maximum(qn.abs(), torch.exp(-m_row)) + eps
     h = (num / den[..., None]).reshape(b, nh, nc * t, dv)[:, :, :s]
     return h, (c, n, m)
+
+
+def _carry_step(c: Tensor, n: Tensor, m: Tensor, g: Tensor, g_d: Tensor, w_max: Tensor, u_c: Tensor, u_n: Tensor
+                ) -> State:
+    """The state after one chunk: (C, n, m) decayed by the chunk's forget ``g`` and added its own
+    contribution ``(u_c, u_n)`` (stabilised by ``w_max``), with the new stabiliser m."""
+    m_new = torch.maximum(g_d + m, w_max)
+    decay = torch.exp(g + m - m_new)[..., None]  # (B, H, 1)
+    scale = torch.exp(w_max - m_new)[..., None]
+    return decay[..., None] * c + scale[..., None] * u_c, decay * n + scale * u_n, m_new
+
+
+def _carry_scan(state: State, g: Tensor, g_d: Tensor, w_max: Tensor, u_c: Tensor, u_n: Tensor
+                ) -> tuple[State, State]:
+    """:func:`_carry_step` over all chunks (axis 2) as a traceable scan: the final state and the
+    stacked states *before* each chunk, ``(B, H, NC, ...)``."""
+    from ..layer_config import traceable_scan
+
+    def step(carry: State, xs: tuple[Tensor, ...]) -> tuple[State, State]:
+        c, n, m = carry
+        return _carry_step(c, n, m, *xs), (c.clone(), n.clone(), m.clone())
+
+    final, before = traceable_scan(step, state, (g, g_d, w_max, u_c, u_n), dim=2)
+    c_prev, n_prev, m_prev = (x.movedim(0, 2) for x in before)
+    return final, (c_prev, n_prev, m_prev)
+
+
+def mlstm_recurrent_traceable(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
+    """:func:`mlstm_recurrent` from the zero state as a traceable scan over time (the
+    exportable layers' recurrent form); shapes as :func:`mlstm_recurrent`."""
+    from ..layer_config import traceable_scan
+
+    k = k * k.shape[-1] ** -0.5
+    lf = F.logsigmoid(f)
+
+    def step(carry: State, xs: tuple[Tensor, ...]) -> tuple[State, Tensor]:
+        c, n, m = carry
+        lf_t, i_t, k_t, v_t, q_t = xs  # (B, H), (B, H), (B, H, dk), (B, H, dv), (B, H, dk)
+        m_new = torch.maximum(lf_t + m, i_t).detach()
+        fa = torch.exp(lf_t + m - m_new)[..., None]  # (B, H, 1)
+        ia = torch.exp(i_t - m_new)[..., None]
+        c = fa[..., None] * c + ia[..., None] * k_t[..., :, None] * v_t[..., None, :]
+        n = fa * n + ia * k_t
+        num = (q_t[..., None] * c).sum(-2)  # (B, H, dv)
+        den = torch.maximum((q_t * n).sum(-1).abs(), torch.exp(-m_new)) + eps
+        return (c, n, m_new), num / den[..., None]
+
+    _, h = traceable_scan(step, _zero_state(q, v.shape[-1]), (lf, i, k, v, q), dim=2)  # (S, B, H, dv)
+    return h.permute(1, 2, 0, 3)
 
 
 def mlstm_fused(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, chunk_size: int, eps: float) -> Tensor:
@@ -296,6 +346,7 @@ class MLSTMMixer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ndir = 2 if bidirectional else 1
+        self.exportable = is_exportable()  # the traceable cell forms
         self.proj_up = nn.Linear(cfg.dim, 2 * cfg.inner, bias=False)
         self.cell = MLSTMParams(cfg, self.ndir)
         self.proj_down = nn.Linear(cfg.inner, cfg.dim, bias=False)
@@ -306,6 +357,12 @@ class MLSTMMixer(nn.Module):
         self, q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, state: State | None
     ) -> tuple[Tensor, State | None]:
         cfg = self.cfg
+        if self.exportable and state is None:  # the traceable forms (no fused kernel, no segments)
+            if cfg.form == "parallel":
+                return mlstm_parallel(q, k, v, i, f, cfg.eps), None
+            if cfg.form == "recurrent":
+                return mlstm_recurrent_traceable(q, k, v, i, f, cfg.eps), None
+            return _mlstm_chunkwise(q, k, v, i, f, None, cfg.chunk_size, cfg.eps, traceable=True)[0], None
         fused = cfg.impl == "fused" or (cfg.impl == "auto" and q.is_cuda and fused_available("mlstm_kernels"))
         if state is None and fused:
             return mlstm_fused(q, k, v, i, f, cfg.chunk_size, cfg.eps), None
