@@ -54,7 +54,7 @@ def add_parsers(subparsers: Any) -> None:
                     "EvalConfig (audiofm.eval.suite; probe grids in its probe section) — defaults < --config "
                     "YAML < flags < --set.")
     p.add_argument("--model", action="append", default=[], metavar="CKPT",
-                   help="checkpoint directory, or an .onnx file from `audiofm export` (repeatable) (default: none)")
+                   help="checkpoint directory, or an .onnx file made by audiofm export (repeatable) (default: none)")
     p.add_argument("--baseline", action="append", default=[], metavar="NAMES",
                    help="comma-separated baselines: logmel, random (first --model, random init) or a "
                         "peer name (aisfx, birdnet, resemblyzer, crepe, ...), with peer settings after colons "

@@ -52,7 +52,7 @@ def add_parsers(subparsers: Any) -> None:
                     "audiofm.export.OnnxEmbedder or any ONNX runtime. Needs the export extra "
                     "(pip install 'audiofm[export]'). Settings: ExportConfig (audiofm.export.commands) — "
                     "defaults < --config < flags < --set. See docs/export.md.")
-    p.add_argument("ckpt", help="checkpoint or run directory")
+    p.add_argument("ckpt", help="checkpoint or run directory (required)")
     p.add_argument("--format", metavar="FORMAT", help="export format: onnx (default: {format})")
     p.add_argument("--out", required=True, metavar="FILE", help="output .onnx file (required)")
     p.add_argument("--frontend", choices=["included", "separate"],
