@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -133,7 +134,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     cfg = pretrain_config_from_args(args)
     result = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress,
                       allow_change=allowed_changes(args))
-    print(f"{result['status']} at step {result['step']}: loss {result['loss']:.4f}; "
+    if result["checkpoint"] is None:  # another process of a torchrun group: the first one reports
+        return 0 if result["status"] in ("completed", "time budget reached") else 130
+    loss = "no step left to train" if math.isnan(result["loss"]) else f"loss {result['loss']:.4f}"
+    print(f"{result['status']} at step {result['step']}: {loss}; "
           f"{result['seconds']:.0f} s; checkpoint {result['checkpoint']}")
     if result["status"] != "completed":
         print(f"resume with: audiofm pretrain --out {args.out} --resume")
