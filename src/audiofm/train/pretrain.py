@@ -48,7 +48,12 @@ class PretrainConfig:
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
     budget_minutes: if set, ``train.max_steps`` is replaced by the number of steps that fit this
     wall time on this machine (the real recipe timed on the training device by the main process
-    before training, the count shared by all processes; warm-up scaled to 10 %)."""
+    before training, the count shared by all processes; warm-up scaled to 10 %).
+    init: continue from this checkpoint or run directory (any kind and backbone; domain-adaptive
+    pretraining): its model config replaces ``model``/``model_overrides``, an MSM checkpoint
+    gives every weight, another kind its encoder (the decoder starts fresh); the schedule and
+    optimizer start fresh. keep_stats: keep the init checkpoint's front-end normalisation
+    statistics (false: recompute them from this data)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +61,8 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stats_clips: int = 500
     budget_minutes: float | None = None
+    init: str = ""
+    keep_stats: bool = True
 
 
 def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
@@ -119,6 +126,19 @@ def load_rows(data: DataConfig) -> list[Row]:
     return rows
 
 
+def init_weights(path: str) -> tuple[ModelConfig, dict[str, Tensor], bool]:
+    """The model config and weights of checkpoint ``path`` for ``--init``, and whether the
+    weights are a whole MSM model (else the encoder only)."""
+    from .. import checkpoint as ckpt
+
+    d = ckpt.resolve(path)
+    spec = ckpt.load_spec(d)
+    state = ckpt.load_state_dict(d)
+    if spec.kind == "msm":
+        return spec.model_config(), state, True
+    return spec.model_config(), ckpt.component(state, "encoder", str(d)), False
+
+
 def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
              rows: Sequence[Row] | None = None) -> dict[str, Any]:
     """Pretrain and return the engine's summary. On resume the saved model config is reused."""
@@ -126,6 +146,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
 
     out = Path(out)
     model_cfg = resolve_config(cfg)  # fail on a bad model name before touching the data
+    init = None
+    if cfg.init and not resume:
+        model_cfg, init_state, whole = init_weights(cfg.init)
+        init = (init_state, whole)
+        if not cfg.keep_stats:
+            fe0 = dataclasses.replace(model_cfg.encoder.frontend, mean=0.0, std=1.0)
+            model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe0))
     if rows is None:
         rows = load_rows(cfg.data)
     if resume:
@@ -142,6 +169,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
     recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    if init is not None:
+        state, whole = init
+        target: nn.Module = recipe.model if whole else recipe.model.encoder
+        ckpt.load_weights(target, state, cfg.init, strict=True)
     if resume:
         saved = ckpt.latest_checkpoint(out / "checkpoints")
         if saved is not None and cfg.budget_minutes is not None:  # keep the calibrated schedule
