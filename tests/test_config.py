@@ -376,8 +376,10 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"pretrain", "embed", "stats", "info", "demo", "evaluate", "report", "finetune",
-                                "adapt-report", "shards", "export"}
-    for name, p in sub.choices.items():
+                                "adapt-report", "shards", "export", "asd"}
+    asd = next(a for a in sub.choices["asd"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(asd.choices) == {"run", "embed", "pseudo", "finetune", "score"}
+    for name, p in [*sub.choices.items(), *((f"asd {k}", v) for k, v in asd.choices.items())]:
         for action in p._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -386,7 +388,8 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
                 assert "default" in action.help or "required" in action.help, (name, action.dest)
         text = p.format_help()
         assert not re.search(r"\{@?[\w.:]+\}", text), name  # every {default} placeholder filled
-        if name in ("pretrain", "embed", "stats", "demo", "evaluate", "report", "finetune", "adapt-report", "export"):
+        if name in ("pretrain", "embed", "stats", "demo", "evaluate", "report", "finetune", "adapt-report",
+                    "export", "asd run"):
             assert "--config" in text and "--set" in text, name
     pre = " ".join(sub.choices["pretrain"].format_help().split())
     assert "(default: msm_vit_tiny)" in pre and "(default: 1000)" in pre and "(default: 0.0005)" in pre

@@ -62,6 +62,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", help="JSON written by audiofm stats, with the log-mel mean/std (default: computed "
                    "from {stats_clips} clips before training)")
     p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
+    p.add_argument("--init", metavar="CKPT", help="continue pretraining from this checkpoint's weights with a "
+                   "fresh schedule (domain-adaptive pretraining; its model config replaces --model) "
+                   "(default: none)")
+    p.add_argument("--recompute-stats", action="store_true", help="with --init: recompute the log-mel "
+                   "statistics from DATA instead of keeping the checkpoint's (default: keep)")
     add_config_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines (default: off)")
     p.set_defaults(func=command("pretrain", cmd_pretrain))
@@ -90,7 +95,8 @@ def pretrain_config_from_args(args: argparse.Namespace) -> Any:
     from .train.pretrain import PretrainConfig
 
     flags: dict[str, Any] = {"model": args.model, "data": {"source": args.data},
-                             "budget_minutes": args.budget_minutes,
+                             "budget_minutes": args.budget_minutes, "init": args.init,
+                             "keep_stats": False if args.recompute_stats else None,
                              "train": {"max_steps": args.max_steps, "batch_size": args.batch_size,
                                        "lr": args.lr, "precision": args.precision, "seed": args.seed,
                                        "max_minutes": args.max_minutes}}
@@ -408,12 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
     from .adapt.commands import add_parsers as add_adapt
+    from .asd.commands import add_parsers as add_asd
     from .eval.commands import add_parsers as add_eval
     from .export.commands import add_parsers as add_export
 
     add_eval(sub)
     add_adapt(sub)
     add_export(sub)
+    add_asd(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from ..train.engine import TrainConfig
 from .augment import AugmentConfig
 
 METHODS = ("supervised", "contrastive")
+HEAD_CHOICES = ("linear", "arcface", "adacos")
 
 
 @dataclass
@@ -28,6 +29,10 @@ class SupervisedConfig:
     mixup_level: 'waveform' mixes the two crops before the encoder (the longer length is kept),
     'embedding' mixes the two pooled clip embeddings before the head; targets are mixed with
     the same λ either way. head_dropout: dropout on the embedding before the linear head.
+    head: 'linear' (the classifier head), 'arcface' or 'adacos' (margin heads on the cosine to
+    class centres, for attribute classification; these start from the class means of the frozen
+    training embeddings whatever ``head_init`` says). margin_scale / margin: ArcFace's s and m.
+    sub_clusters: centres per class of the margin heads.
     head_init: 'probe' starts the head from a logistic-regression probe on the frozen training
     embeddings, its ``C`` chosen from ``probe_c_grid`` by validation log-loss (a calibrated head
     gives moderate gradients; LP-FT, Kumar et al. 2022: the encoder
@@ -40,9 +45,15 @@ class SupervisedConfig:
     head_dropout: Rate = 0.0
     head_init: str = "probe"
     probe_c_grid: tuple[PositiveFloat, ...] = (0.01, 0.1, 1.0, 10.0)
+    head: str = "linear"
+    margin_scale: PositiveFloat = 16.0
+    margin: NonNegativeFloat = 0.2
+    sub_clusters: PositiveInt = 1
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.head not in HEAD_CHOICES:
+            raise ValueError(f"head must be one of {HEAD_CHOICES}, got {self.head!r}")
         self.probe_c_grid = tuple(float(c) for c in self.probe_c_grid)
         if self.head_init not in ("probe", "random"):
             raise ValueError(f"head_init must be 'probe' or 'random', got {self.head_init!r}")

@@ -153,7 +153,7 @@ class TaskRecipe:
     def spec(self) -> CheckpointSpec:
         """Spec of the checkpoints written during training: encoder + head (for resume)."""
         head = self.model.head
-        kind = "classifier" if head.head_type == "classifier" else "encoder"
+        kind = "encoder" if head.head_type == "projection" else "classifier"
         return CheckpointSpec(kind, self.base_spec.name, self.base_spec.encoder, self.base_spec.segment_seconds,
                               head=HeadSpec(head.head_type, head.config(), list(self.vocabulary),
                                             self.prediction_type))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..checkpoint import CheckpointSpec
 from ..data.tasks import MULTICLASS, MULTILABEL, LabelledRows
 from ..models.encoder import AudioEncoder
-from ..models.heads import ClassifierHead
+from ..models.heads import AdaCosHead, ArcFaceHead, ClassifierHead, Head, MarginHead
 from ..train.engine import Batch
 from .augment import pad_batch
 from .config import FinetuneConfig
@@ -29,12 +29,22 @@ def class_scores(logits: Tensor, y: np.ndarray, prediction_type: str) -> dict[st
     return score_predictions(logits.sigmoid().double().numpy(), y, MULTILABEL)
 
 
+def make_head(cfg: FinetuneConfig, dim: int, n_classes: int) -> Head:
+    """The head ``cfg.supervised.head`` names: linear (ClassifierHead), arcface or adacos."""
+    sc = cfg.supervised
+    if sc.head == "arcface":
+        return ArcFaceHead(dim, n_classes, sc.margin_scale, sc.margin, sc.sub_clusters)
+    if sc.head == "adacos":
+        return AdaCosHead(dim, n_classes, sc.sub_clusters)
+    return ClassifierHead(dim, n_classes, sc.head_dropout)
+
+
 class SupervisedRecipe(TaskRecipe):
     """Classification head on the clip embedding; CE / BCE with smoothing and mixup."""
 
     def __init__(self, cfg: FinetuneConfig, encoder: AudioEncoder, base_spec: CheckpointSpec,
                  data: LabelledRows) -> None:
-        head = ClassifierHead(encoder.dim, len(data.vocabulary), cfg.supervised.head_dropout)
+        head = make_head(cfg, encoder.dim, len(data.vocabulary))
         super().__init__(cfg, encoder, base_spec, data, head)
         self.primary = "top1_acc" if self.prediction_type == MULTICLASS else "mAP"
 
@@ -44,6 +54,11 @@ class SupervisedRecipe(TaskRecipe):
         from ..eval.linear import fit_logistic
 
         sc = self.cfg.supervised
+        if isinstance(self.model.head, MarginHead):
+            if self.prediction_type != MULTICLASS:
+                raise ValueError(f"the {sc.head} head needs a multiclass task")
+            self.model.head.set_centres(z_train, self.y_train)
+            return {"head_init": "class means"}
         if sc.head_init != "probe":
             return {}
         head = self.model.head
@@ -94,7 +109,10 @@ class SupervisedRecipe(TaskRecipe):
                 mix = (perm, lam)
         x, lengths = pad_batch(views)
         mask = self.masks(lengths, x.shape[1], batch.seeds)
-        _, logits = model(x.to(device), lengths.to(device), mask, mix, gather=batch.gather)
+        z, logits = model(x.to(device), lengths.to(device), mask, mix, gather=batch.gather)
+        head = getattr(model, "module", model).head
+        if isinstance(head, MarginHead):  # the margin / adaptive scale apply while training only
+            logits = head.train_logits(z, target.to(device))
         loss = self.loss_from_logits(logits, target.to(device))
         extras: dict[str, float] = {}
         if self.prediction_type == MULTICLASS:

@@ -1,4 +1,6 @@
-"""Anomalous sound detection (DCASE Task 2): data layouts, official scores, pseudo-attributes."""
+"""Anomalous sound detection (DCASE Task 2): data layouts, official scores, pseudo-attributes,
+scoring backends. The pipeline (``audiofm.asd.pipeline``) and the autoencoder baseline
+(``audiofm.asd.autoencoder``) import torch and are not imported here."""
 
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ from .pseudo import (
     cluster_embeddings,
     pseudo_attributes,
 )
+from .scoring import BACKENDS, make_backend
 
 __all__ = [
+    "BACKENDS",
     "EPS",
     "MAX_FPR",
     "Clustering",
@@ -50,6 +54,7 @@ __all__ = [
     "detect_year",
     "domain_auc",
     "gamma_threshold",
+    "make_backend",
     "official_score",
     "official_values",
     "parse_name",

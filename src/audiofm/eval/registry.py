@@ -40,6 +40,8 @@ METRICS: dict[str, Metric] = {
     "d_prime": Metric(True, False, "mean", "d'", "d'"),
     # anomalous sound detection (DCASE Task 2): per machine type (task); across: harmonic mean
     "auc": Metric(True, True, "hmean", "AUC", "AUC"),
+    "auc_source": Metric(True, True, "hmean", "AUC-s", "source-domain AUC"),
+    "auc_target": Metric(True, True, "hmean", "AUC-t", "target-domain AUC"),
     "pauc": Metric(True, True, "hmean", "pAUC", "pAUC"),
     "official_score": Metric(True, True, "hmean", "official score", "official score"),
     # language-based audio retrieval (DCASE Task 6)

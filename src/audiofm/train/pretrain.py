@@ -55,6 +55,11 @@ class PretrainConfig:
     and is re-fitted as training goes, the cosine schedule ending at the last step
     (:mod:`audiofm.train.deadline`). Not bit-reproducible across machines or loads; fixed-step
     runs are."""
+    init: continue from this checkpoint or run directory (any kind and backbone; domain-adaptive
+    pretraining): its model config replaces ``model``/``model_overrides``, an MSM checkpoint
+    gives every weight, another kind its encoder (the decoder starts fresh); the schedule and
+    optimizer start fresh. keep_stats: keep the init checkpoint's front-end normalisation
+    statistics (false: recompute them from this data)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +67,8 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stats_clips: PositiveInt = 500
     budget_minutes: PositiveFloat | None = None
+    init: str = ""
+    keep_stats: bool = True
 
 
 def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
@@ -125,6 +132,19 @@ def load_rows(data: DataConfig) -> list[Row]:
     return rows
 
 
+def init_weights(path: str) -> tuple[ModelConfig, dict[str, Tensor], bool]:
+    """The model config and weights of checkpoint ``path`` for ``--init``, and whether the
+    weights are a whole MSM model (else the encoder only)."""
+    from .. import checkpoint as ckpt
+
+    d = ckpt.resolve(path)
+    spec = ckpt.load_spec(d)
+    state = ckpt.load_state_dict(d)
+    if spec.kind == "msm":
+        return spec.model_config(), state, True
+    return spec.model_config(), ckpt.component(state, "encoder", str(d)), False
+
+
 # pretraining settings that never change what is computed (free to change on resume)
 FREE_ON_RESUME = ("data.cache_mb", "data.check", "stats_clips")
 
@@ -141,6 +161,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     from_checkpoint = check_run_dir(out, resume)
     model_cfg = resolve_config(cfg)  # fail on a bad model name before touching the data
     check_writable(out)  # a read-only or full --out fails now, not at the first checkpoint
+    init = None
+    if cfg.init and not from_checkpoint:  # a resumed run continues its own weights
+        model_cfg, init_state, whole = init_weights(cfg.init)
+        init = (init_state, whole)
+        if not cfg.keep_stats:
+            fe0 = dataclasses.replace(model_cfg.encoder.frontend, mean=0.0, std=1.0)
+            model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe0))
     if rows is None:
         rows = load_rows(cfg.data)
     latest = ckpt.latest_checkpoint(out / "checkpoints") if from_checkpoint else None
@@ -156,6 +183,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
     recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    if init is not None:
+        state, whole = init
+        target: nn.Module = recipe.model if whole else recipe.model.encoder
+        ckpt.load_weights(target, state, cfg.init, strict=True)
     # room for a periodic checkpoint (weights + AdamW moments) and the final weights, before training
     check_writable(out, need_bytes=4 * sum(p.numel() * p.element_size() for p in recipe.model.parameters()))
     if latest is not None:
