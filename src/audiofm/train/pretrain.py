@@ -54,8 +54,7 @@ class PretrainConfig:
     training device by the main process before training, shared by all processes; warm-up 10 %)
     and is re-fitted as training goes, the cosine schedule ending at the last step
     (:mod:`audiofm.train.deadline`). Not bit-reproducible across machines or loads; fixed-step
-    runs are."""
-    init: continue from this checkpoint or run directory (any kind and backbone; domain-adaptive
+    runs are. init: continue from this checkpoint or run directory (any kind and backbone; domain-adaptive
     pretraining): its model config replaces ``model``/``model_overrides``, an MSM checkpoint
     gives every weight, another kind its encoder (the decoder starts fresh); the schedule and
     optimizer start fresh. keep_stats: keep the init checkpoint's front-end normalisation
