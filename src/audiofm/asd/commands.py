@@ -30,7 +30,7 @@ def add_parsers(subparsers: Any) -> None:
                                 description="Anomalous sound detection on DCASE Task 2 layouts (2020-2025); see "
                                             "docs/asd.md.")
     sub = top.add_subparsers(dest="asd_command", metavar="STAGE",
-                             help="run, or one stage: embed, pseudo, finetune, score")
+                             help="run, or one stage: embed, pseudo, finetune, score (required)")
     top.set_defaults(func=lambda args: (top.print_help(), 2)[1])
 
     r = sub.add_parser("run", help="the whole pipeline over seeds, with tables, plots and submissions",
