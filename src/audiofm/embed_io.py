@@ -25,7 +25,8 @@ from .data.manifest import DataError, Row
 from .embedding import AudioEmbedder, Embeddings
 from .io import atomic_path
 
-__all__ = ["EmbeddingError", "clip_matrix", "embed_each", "embed_rows", "write_embeddings"]
+__all__ = ["EmbeddingError", "clip_matrix", "embed_each", "embed_rows", "load_row", "row_duration",
+           "write_embeddings"]
 
 MAX_LISTED = 20  # unreadable files named in one error
 

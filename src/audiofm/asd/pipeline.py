@@ -282,7 +282,7 @@ def score_machines(train_rows: Sequence[Row], x_train: np.ndarray, test_rows: Se
 def score_autoencoder(train_rows: Sequence[Row], test_rows: Sequence[Row], cfg: AEConfig
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, list[float]]]:
     """(test scores, training scores, loss history per machine) of the AE baseline per machine type."""
-    from ..data.dataset import load_row
+    from ..embed_io import load_row
     from .autoencoder import AEDetector
 
     sr = cfg.frontend.sample_rate

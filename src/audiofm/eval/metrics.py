@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.tasks import MULTICLASS
+from ..data.tasks import MULTICLASS, MULTILABEL, PREDICTION_TYPES
 
-__all__ = ["d_prime", "fast_average_precision",
+__all__ = ["MULTICLASS", "MULTILABEL", "PREDICTION_TYPES", "d_prime", "fast_average_precision",
            "mean_average_precision", "metric_names", "primary_metric", "score_predictions", "top1_accuracy"]
 AUC_CLIP = 1e-6
 
