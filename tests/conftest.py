@@ -71,32 +71,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class Crash(Exception):
-    """Raised by :func:`crash_after_checkpoint` right after a periodic checkpoint is written."""
-
-
-@pytest.fixture
-def crash_after_checkpoint(monkeypatch: pytest.MonkeyPatch):
-    """``arm(step)`` makes the engine raise :class:`Crash` just after writing the periodic
-    checkpoint of ``step`` (a crash the run must resume from); ``arm(None)`` disarms it."""
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    def arm(step: int | None) -> type[Crash]:
-        if step is None:
-            monkeypatch.setattr(eng.Engine, "save", orig)
-            return Crash
-
-        def save_then_crash(self, optimizer, final=False):  # type: ignore[no-untyped-def]
-            out = orig(self, optimizer, final)
-            if self.step == step and not final:
-                raise Crash()
-            return out
-
-        monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-        return Crash
-
-    return arm

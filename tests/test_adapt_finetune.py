@@ -160,7 +160,7 @@ def test_early_stopping_keeps_best(setup, tmp_path):
     assert res["start_valid_score"] == res["best_valid_score"]
 
 
-def test_contrastive_multilabel_exact_resume(setup, tmp_path, crash_after_checkpoint):
+def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):
     _, base = setup
     task = make_multilabel_task(tmp_path)
     cfg = _cfg(base, task, method="contrastive", evaluate_every_epochs=1.5,
@@ -171,9 +171,23 @@ def test_contrastive_multilabel_exact_resume(setup, tmp_path, crash_after_checkp
     assert set(_state(tmp_path / "full")) == {k for k in _state(base) if k.startswith("encoder.")}
     assert json.loads((tmp_path / "full" / "model" / "config.json").read_text())["kind"] == "encoder"
 
-    with pytest.raises(crash_after_checkpoint(4)):
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 4 and not final:
+            raise Crash()
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
+    with pytest.raises(Crash):
         finetune(cfg, tmp_path / "resumed", progress=False)
-    crash_after_checkpoint(None)
+    monkeypatch.setattr(eng.Engine, "save", orig)
     assert not (tmp_path / "resumed" / "finetune.json").exists() and not (tmp_path / "resumed" / "model").exists()
     res = finetune(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert res["best_step"] == full["best_step"] and res["best_valid_score"] == full["best_valid_score"]
@@ -314,7 +328,7 @@ def test_heads_standardise_and_projection_is_centred():
     assert p.std(0).min() > 0.5  # not collapsed to a single point
 
 
-def test_cli_resume_continues_with_saved_settings(setup, tmp_path, crash_after_checkpoint, capsys):
+def test_cli_resume_continues_with_saved_settings(setup, tmp_path, monkeypatch, capsys):
     """``finetune --resume`` alone continues the saved run (epochs-derived schedule, head init,
     lr); a changed option is refused with the difference; an allowed one is recorded."""
     task, base = setup
@@ -323,9 +337,23 @@ def test_cli_resume_continues_with_saved_settings(setup, tmp_path, crash_after_c
             "--set", "evaluate_every_epochs=0"]
     full, run = tmp_path / "full", tmp_path / "run"
     assert main([*args, "--out", str(full)]) == 0
-    with pytest.raises(crash_after_checkpoint(2)):
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 2 and not final:
+            raise Crash()
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
+    with pytest.raises(Crash):
         main([*args, "--out", str(run)])
-    crash_after_checkpoint(None)
+    monkeypatch.setattr(eng.Engine, "save", orig)
     capsys.readouterr()
     assert main(["finetune", "--out", str(run), "--resume", "--lr", "0.01", "--no-progress"]) == 2
     err = capsys.readouterr().err

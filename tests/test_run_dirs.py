@@ -125,12 +125,26 @@ def test_two_processes_on_one_out_never_both_run(tmp_path, audio_folder):
 # ------------------------------------------------------------------------------------ resume
 
 
-def test_resume_continues_the_saved_run_and_refuses_changes(tmp_path, audio_folder, crash_after_checkpoint, capsys):
+def test_resume_continues_the_saved_run_and_refuses_changes(tmp_path, audio_folder, monkeypatch, capsys):
     full, run = tmp_path / "full", tmp_path / "run"
     assert main(_pretrain(audio_folder, full)) == 0
-    with pytest.raises(crash_after_checkpoint(4)):
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    class Crash(Exception):
+        pass
+
+    def save_then_crash(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 4 and not final:
+            raise Crash()
+        return out
+
+    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
+    with pytest.raises(Crash):
         main(_pretrain(audio_folder, run))
-    crash_after_checkpoint(None)
+    monkeypatch.undo()
     capsys.readouterr()
     # an option that changes the run is refused, with the difference shown; nothing is touched
     before = (run / "run_config.yaml").read_text()
