@@ -330,18 +330,18 @@ class DualEncoder(nn.Module):
         from ..api import load_base
         from ..models.registry import list_models
 
-        text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
         source = cfg.audio_model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if Path(source).exists() or source in list_models():
                 encoder, spec, provenance = load_base(source, seed)
+                text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
                 model = cls(cfg, text, encoder=encoder, segment_seconds=spec.segment_seconds,
                             provenance={"audio": provenance, "seed": seed})
             else:
                 embedder = _frozen_embedder(source, cfg, seed)
-                model = cls(cfg, text, embedder=embedder,
-                            provenance={"audio": {"embedder": source}, "seed": seed})
+                text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
+                model = cls(cfg, text, embedder=embedder, provenance={"audio": {"embedder": source}, "seed": seed})
         return model
 
     def train(self, mode: bool = True) -> DualEncoder:
