@@ -131,6 +131,7 @@ def test_save_load_round_trip_is_exact(partial: DualEncoder, saved: Path):
     assert np.array_equal(loaded.embed_text(CAPTIONS), t)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
     assert loaded.embed_text([]).shape == (0, 16) and loaded.embed_audio_batch([], SR).shape == (0, 16)
+    assert m.text_features([]).shape == (0, 384)
     # only the trained text layer is stored; the rest comes from the model directory
     text_keys = {k for k in ckpt.load_state_dict(saved) if k.startswith("text.")}
     assert text_keys and all(k.startswith("text.transformer.encoder.layer.5.") for k in text_keys)
