@@ -9,6 +9,7 @@ Hugging Face offline switches set and ``local_files_only``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -57,9 +58,12 @@ def _sentence_transformers() -> Any:
         os.environ[var] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return importlib.import_module("sentence_transformers")
+        st = importlib.import_module("sentence_transformers")
     except ImportError:
         raise TextModelError(f"sentence-transformers is not installed; {_INSTALL_HINT}") from None
+    with contextlib.suppress(ImportError, AttributeError):  # no "Loading weights" bar on every load
+        importlib.import_module("transformers").utils.logging.disable_progress_bar()
+    return st
 
 
 class TextEncoder:
