@@ -31,6 +31,7 @@ from .models.encoder import POOLINGS, AudioEncoder, pool_frames
 from .models.heads import Head, build_head
 
 if TYPE_CHECKING:
+    from .retrieval.model import TextAudioModel
     from .stream import EmbeddingStream
 
 _AUTO = "auto"
@@ -198,12 +199,27 @@ class Classifier(Embedder):
                 f"rate={self.sample_rate}, layer={self.layer}, pooling={self.pooling!r})")
 
 
+def load_model(path: str | os.PathLike[str], **kwargs: Any) -> Embedder | TextAudioModel:
+    """What ``audiofm.load`` returns: a "dual" (audio–text) checkpoint as a
+    :class:`~audiofm.retrieval.model.TextAudioModel` (:func:`~audiofm.retrieval.model.load_dual`;
+    kwargs: text_model, device, batch_size), any other kind as by :func:`load`."""
+    if ckpt.load_spec(ckpt.resolve(path)).kind == "dual":
+        from .retrieval.model import load_dual
+
+        return load_dual(path, **kwargs)
+    return load(path, **kwargs)
+
+
 def load(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) -> Embedder:
     """Load a checkpoint or run directory as an :class:`Embedder` (kwargs: see Embedder), or a
     :class:`Classifier` for a "classifier" checkpoint. Builds the encoder from the checkpoint's
-    encoder config only (never a decoder) and loads its ``encoder.*`` weights."""
+    encoder config only (never a decoder) and loads its ``encoder.*`` weights. A "dual"
+    checkpoint is refused (it is not an audio embedder: open it with ``audiofm.load``)."""
     d = ckpt.resolve(path)
     spec = ckpt.load_spec(d)
+    if spec.kind == "dual":
+        raise ckpt.CheckpointError(f"{d}: an audio–text ('dual') checkpoint, not an audio embedder; open it with "
+                                   "audiofm.load(path) or audiofm.retrieval.load_dual(path)")
     state = ckpt.load_state_dict(d)
     encoder = AudioEncoder(spec.encoder)
     ckpt.load_weights(encoder, ckpt.component(state, "encoder", str(d)), str(d), strict=strict)
@@ -241,3 +257,30 @@ def random_like(path_or_name: str | os.PathLike[str], seed: int = 0, **kwargs: A
         encoder = MSMModel(spec.model_config()).encoder
     kwargs.setdefault("name", f"random-{spec.name}")
     return Embedder(encoder, segment_seconds=spec.segment_seconds, weights_id=f"random-seed{seed}", **kwargs)
+
+
+def load_base(name_or_path: str, seed: int = 0) -> tuple[AudioEncoder, ckpt.CheckpointSpec, dict[str, Any]]:
+    """The encoder of a checkpoint or run directory (any kind with an encoder, a "dual" one's
+    audio encoder included; strict weights) and its spec, or a randomly initialised registry
+    preset; plus provenance (path and weights id, or preset and seed)."""
+    from .models.registry import list_models, model_config
+
+    p = Path(name_or_path)
+    if p.exists():
+        d = ckpt.resolve(p)
+        spec = ckpt.load_spec(d)
+        if spec.kind == "dual":
+            if spec.encoder is None:
+                raise ckpt.CheckpointError(f"{d}: this audio–text checkpoint has no audiofm audio encoder (its audio "
+                                           "tower is a frozen embedder)")
+            encoder = AudioEncoder(spec.encoder)
+            ckpt.load_weights(encoder, ckpt.component(ckpt.load_state_dict(d), "encoder", str(d)), str(d))
+            spec = ckpt.CheckpointSpec("encoder", spec.name, spec.encoder, spec.segment_seconds)
+            return encoder, spec, {"checkpoint": str(d), "weights": ckpt.weights_id(d)}
+        emb = load(d)
+        return emb.encoder, spec, {"checkpoint": str(d), "weights": emb.weights_id}
+    if name_or_path in list_models():
+        emb = random_like(name_or_path, seed=seed)
+        spec = ckpt.CheckpointSpec.from_model_config(model_config(name_or_path), kind="encoder")
+        return emb.encoder, spec, {"preset": name_or_path, "random_init_seed": seed}
+    raise ckpt.CheckpointError(f"{p}: no such checkpoint or run directory (nor a model preset name)")

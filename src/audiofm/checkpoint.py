@@ -6,10 +6,16 @@ A checkpoint has a *kind* and one config per component (:class:`CheckpointSpec`)
   MSM-only fields (decoder size, masking) in ``spec.pretraining``;
 * ``"encoder"`` — ``encoder.*`` weights only (no decoder), e.g. a contrastively tuned encoder;
 * ``"classifier"`` — ``encoder.*`` + ``head.*`` weights; ``spec.head`` (:class:`HeadSpec`) holds
-  the head's type and config, vocabulary, prediction type and the pooling/layer it reads.
+  the head's type and config, vocabulary, prediction type and the pooling/layer it reads;
+* ``"dual"`` — an audio–text dual encoder (:mod:`audiofm.retrieval.model`): ``spec.dual``
+  (:class:`DualSpec`) holds its config, the text tower (model, fingerprint, trained layers), the
+  frozen audio embedder when the audio tower is not an audiofm encoder (``spec.encoder`` is
+  then None), both projections and the temperature; weights ``encoder.*`` (an audiofm audio
+  tower), ``text.*`` (only the trained text layers), ``audio_proj.*``, ``text_proj.*``,
+  ``temperature.*``.
 
 Format 2 ``config.json``: ``{"format", "format_version": 2, "kind", "audiofm_version",
-"created", "weights_sha256", "model": {name, encoder, segment_seconds, pretraining, head},
+"created", "weights_sha256", "model": {name, encoder, segment_seconds, pretraining, head[, dual]},
 ...meta}``. ``weights_sha256`` is the digest of ``model.safetensors`` taken at save time; it is
 the checkpoint's weights id, so loading never hashes the weights. Format 1 (written before
 checkpoints had kinds: ``"model"`` is an MSM ``ModelConfig``; a supervised fine-tune added the
@@ -35,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from . import __version__
-from .config import ConfigError, from_dict, to_dict
+from .config import ConfigError, NonNegativeInt, PositiveInt, from_dict, to_dict
 from .io import atomic_dir
 from .models.encoder import POOLINGS, AudioEncoder, EncoderConfig
 from .models.heads import HEADS
@@ -47,7 +54,8 @@ from .models.msm import ModelConfig
 
 FORMAT = "audiofm-checkpoint"
 FORMAT_VERSION = 2
-KINDS = ("msm", "encoder", "classifier")
+KINDS = ("msm", "encoder", "classifier", "dual")
+DUAL_PARTS = ("encoder.", "text.", "audio_proj.", "text_proj.", "temperature.")  # weights of kind "dual"
 PREDICTION_TYPES = ("multiclass", "multilabel")
 WEIGHTS = "model.safetensors"
 # ModelConfig fields that only the MSM pretraining model has (stored in spec.pretraining)
@@ -89,22 +97,115 @@ class HeadSpec:
 
 
 @dataclass
+class AudioEmbedderSpec:
+    """A frozen non-audiofm audio tower of a dual encoder. name: its
+    :func:`audiofm.eval.baselines.make_baseline` name with settings (``"logmel"``,
+    ``"crepe:hop_ms=50"``); fingerprint: the embedder's at save time; sample_rate, dim: its
+    rate and clip-embedding size."""
+
+    name: str
+    fingerprint: str
+    sample_rate: PositiveInt
+    dim: PositiveInt
+
+
+@dataclass
+class TextTowerSpec:
+    """The text tower of a dual encoder. model: "" (the bundled all-MiniLM-L6-v2) or the local
+    sentence-transformers model directory; name: its display name; fingerprint: sha256 (16 hex)
+    of the model directory (:meth:`audiofm.retrieval.text.TextEncoder.fingerprint`), checked at
+    load; dim: sentence-embedding size; max_tokens: truncation; trainable: top transformer
+    layers trained and stored as ``text.*`` (0 none, -1 all); layers: the model's layer count."""
+
+    model: str
+    name: str
+    fingerprint: str
+    dim: PositiveInt
+    max_tokens: PositiveInt
+    trainable: int = 0
+    layers: NonNegativeInt = 0
+
+    def __post_init__(self) -> None:
+        if self.trainable < -1:
+            raise ValueError(f"trainable must be -1 (all), 0 or a number of top layers, got {self.trainable}")
+
+
+@dataclass
+class ProjectionSpec:
+    """A projection into the shared space: type 'linear' or 'mlp' (Linear → GELU → Linear with
+    ``hidden`` units), in_dim → out_dim."""
+
+    type: str
+    in_dim: PositiveInt
+    out_dim: PositiveInt
+    hidden: PositiveInt = 512
+
+    def __post_init__(self) -> None:
+        if self.type not in ("linear", "mlp"):
+            raise ValueError(f"projection type must be 'linear' or 'mlp', got {self.type!r}")
+
+
+@dataclass
+class DualSpec:
+    """What a "dual" checkpoint adds. config: the ``DualEncoderConfig`` it was built with (as a
+    mapping). audio_embedder: the frozen audio embedder, None when the audio tower is the
+    checkpoint's audiofm encoder. audio_dim: pre-projection audio feature size. text: the text
+    tower. audio_proj / text_proj: the projections. temperature: its value at save time (the
+    weights hold it exactly); learn_temperature: whether it was learned. provenance: where the
+    audio tower came from (checkpoint + weights id, or preset + seed)."""
+
+    config: dict[str, Any]
+    text: TextTowerSpec
+    audio_proj: ProjectionSpec
+    text_proj: ProjectionSpec
+    audio_dim: PositiveInt
+    temperature: float = 0.05
+    learn_temperature: bool = True
+    audio_embedder: AudioEmbedderSpec | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.audio_proj.in_dim != self.audio_dim or self.text_proj.in_dim != self.text.dim:
+            raise ValueError(f"the projections take {self.audio_proj.in_dim} / {self.text_proj.in_dim} inputs but "
+                             f"the towers give {self.audio_dim} / {self.text.dim}")
+        if self.audio_proj.out_dim != self.text_proj.out_dim:
+            raise ValueError(f"the audio and text projections differ in size ({self.audio_proj.out_dim} vs "
+                             f"{self.text_proj.out_dim})")
+
+
+@dataclass
 class CheckpointSpec:
     """What a checkpoint holds. kind: one of :data:`KINDS`. name: the preset / model name.
-    encoder: front end (with normalisation statistics) + patches + backbone. segment_seconds:
-    training crop, the default embedding chunk. pretraining: the MSM-only ``ModelConfig``
-    fields (kind "msm"). head: the task head (required for kind "classifier")."""
+    encoder: front end (with normalisation statistics) + patches + backbone; None only for a
+    "dual" checkpoint whose audio tower is a frozen embedder (``dual.audio_embedder``).
+    segment_seconds: training crop, the default embedding chunk. pretraining: the MSM-only
+    ``ModelConfig`` fields (kind "msm"). head: the task head (required for kind "classifier").
+    dual: the audio–text parts (required for kind "dual")."""
 
     kind: str
     name: str
-    encoder: EncoderConfig
+    # None only for kind "dual" with a frozen audio embedder (checked below), so every other
+    # kind's readers keep a plain EncoderConfig
+    encoder: EncoderConfig = None  # type: ignore[assignment]
     segment_seconds: float = 4.0
     pretraining: dict[str, Any] | None = None
     head: HeadSpec | None = None
+    dual: DualSpec | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "dual":
+            if self.dual is None:
+                raise ValueError("a 'dual' checkpoint needs its dual-encoder spec (dual)")
+            if (self.encoder is None) == (self.dual.audio_embedder is None):
+                raise ValueError("a 'dual' checkpoint has either an audio encoder or a frozen audio embedder "
+                                 "(dual.audio_embedder), not both nor neither")
+        else:
+            if self.encoder is None:
+                raise ValueError(f"a {self.kind!r} checkpoint needs an encoder config")
+            if self.dual is not None:
+                raise ValueError(f"a {self.kind!r} checkpoint has no dual-encoder spec (dual is for kind 'dual')")
         if self.kind == "classifier":
             if self.head is None:
                 raise ValueError("a 'classifier' checkpoint needs a head")
@@ -174,10 +275,18 @@ def save_checkpoint(
     if clash:
         raise ValueError(f"meta keys {clash} are reserved checkpoint fields")
     tensors = _tensors(state)
-    if spec.kind != "msm":
+    if spec.kind == "dual":
+        tensors = {k: v for k, v in tensors.items() if k.startswith(DUAL_PARTS)}
+        needed = [p for p in DUAL_PARTS[2:] if not any(k.startswith(p) for k in tensors)]
+        if spec.encoder is not None:
+            needed += [] if any(k.startswith("encoder.") for k in tensors) else ["encoder."]
+        if needed:
+            raise CheckpointError(f"{path}: a 'dual' checkpoint needs {', '.join(n + '*' for n in needed)} "
+                                  "weights; nothing was written")
+    elif spec.kind != "msm":
         keep = ("encoder.", "head.") if spec.head is not None else ("encoder.",)
         tensors = {k: v for k, v in tensors.items() if k.startswith(keep)}
-    if not any(k.startswith("encoder.") for k in tensors):
+    if spec.encoder is not None and not any(k.startswith("encoder.") for k in tensors):
         raise CheckpointError(f"{path}: the weights contain no encoder (no 'encoder.*' keys); nothing was written")
     if spec.head is not None and not any(k.startswith("head.") for k in tensors):
         raise CheckpointError(f"{path}: the spec has a head but the weights have no 'head.*' keys; "
@@ -187,6 +296,9 @@ def save_checkpoint(
             save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
             model = to_dict(spec)
             kind = model.pop("kind")
+            for key in ("encoder", "dual"):  # absent rather than null (other kinds' files stay as they were)
+                if model.get(key) is None:
+                    model.pop(key)
             info = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
                     "audiofm_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "weights_sha256": _sha256(tmp / WEIGHTS), "model": model, **(meta or {})}
@@ -417,6 +529,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{d / WEIGHTS}: corrupt or truncated weights ({e}); re-copy the checkpoint") from None
+    if spec.kind == "dual":
+        return _describe_dual(info, spec, shapes)
     keys = list(shapes)
     enc = spec.encoder
     encoder = AudioEncoder(enc)
@@ -448,6 +562,64 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "parameters": {**{k: c["parameters"] for k, c in components.items()},
                        "total": sum(c["parameters"] for c in components.values())},
         "vocabulary": spec.head.vocabulary if spec.head is not None else None,
+        "weights_sha256": weights_id(d), "step": info.get("step"),
+        "data_fingerprint": info.get("data_fingerprint"), "created": info.get("created"),
+        "format_version": info.get("format_version"), "audiofm_version": info.get("audiofm_version"),
+    }
+
+
+def _describe_dual(info: dict[str, Any], spec: CheckpointSpec, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """:func:`describe` of a "dual" checkpoint: audio tower, text tower, projections, temperature.
+    The text weights (``text.*``, only the trained layers) are counted, not shape-checked: their
+    shapes come from the text model directory, which is not loaded here."""
+    from .models.msm import count_parameters
+    from .retrieval.model import Projection
+
+    d = Path(info["path"])
+    dual = spec.dual
+    assert dual is not None
+    cfg = dual.config
+    expected: dict[str, tuple[int, ...]] = {}
+    components: dict[str, dict[str, Any]] = {}
+    audio: dict[str, Any] = {"source": cfg.get("audio_model"), "dim": dual.audio_dim,
+                             "pooling": cfg.get("pooling"), "layer": cfg.get("layer"),
+                             "trainable_blocks": cfg.get("audio_trainable")}
+    if spec.encoder is not None:
+        enc = spec.encoder
+        encoder = AudioEncoder(enc)
+        expected.update({f"encoder.{k}": tuple(v.shape) for k, v in encoder.state_dict().items()})
+        audio.update({"backbone": enc.backbone, "backbone_cfg": to_dict(enc.backbone_cfg), "encoder_dim": enc.dim,
+                      "patch": [enc.patch_f, enc.patch_t], "frontend": to_dict(enc.frontend),
+                      "parameters": count_parameters(encoder)})
+    else:
+        e = dual.audio_embedder
+        assert e is not None
+        audio.update({"embedder": e.name, "fingerprint": e.fingerprint, "sample_rate": e.sample_rate,
+                      "parameters": 0})
+    components["audio"] = audio
+    t = dual.text
+    text_keys = [k for k in shapes if k.startswith("text.")]
+    if (t.trainable != 0) != bool(text_keys):
+        raise CheckpointError(f"{d / WEIGHTS}: the text tower has trainable={t.trainable} but the weights hold "
+                              f"{len(text_keys)} 'text.*' tensors; re-copy the checkpoint")
+    expected.update({k: shapes[k] for k in text_keys})
+    components["text"] = {"model": t.model or t.name, "name": t.name, "fingerprint": t.fingerprint, "dim": t.dim,
+                          "max_tokens": t.max_tokens, "trainable_layers": t.trainable, "layers": t.layers,
+                          "parameters": sum(int(np.prod(shapes[k])) for k in text_keys)}
+    for part, ps in (("audio_proj", dual.audio_proj), ("text_proj", dual.text_proj)):
+        proj = Projection.from_spec(ps)
+        expected.update({f"{part}.{k}": tuple(v.shape) for k, v in proj.state_dict().items()})
+        components[part] = {**to_dict(ps), "parameters": count_parameters(proj)}
+    expected["temperature.log_temperature"] = ()
+    components["temperature"] = {"value": dual.temperature, "learned": dual.learn_temperature,
+                                 "parameters": 1 if dual.learn_temperature else 0}
+    _check_weights(d, shapes, expected, info.get("weights_sha256"))
+    return {
+        "checkpoint": str(d), "kind": spec.kind, "model": spec.name, "segment_seconds": spec.segment_seconds,
+        "embed_dim": dual.audio_proj.out_dim, "components": components,
+        "parameters": {**{k: c["parameters"] for k, c in components.items()},
+                       "total": sum(c["parameters"] for c in components.values())},
+        "vocabulary": None, "provenance": dual.provenance,
         "weights_sha256": weights_id(d), "step": info.get("step"),
         "data_fingerprint": info.get("data_fingerprint"), "created": info.get("created"),
         "format_version": info.get("format_version"), "audiofm_version": info.get("audiofm_version"),

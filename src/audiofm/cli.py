@@ -332,6 +332,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     comps, n = s["components"], s["parameters"]
     print(f"{s['checkpoint']}\n  kind       {s['kind']} ({', '.join(comps)}), model {s['model']}; "
           + ", ".join(f"{n[k] / 1e6:.2f} M {k}" for k in comps) + f" / {n['total'] / 1e6:.2f} M total")
+    if s["kind"] == "dual":
+        a, t = comps["audio"], comps["text"]
+        tower = a.get("embedder") or f"{a['backbone']} encoder {a['encoder_dim']}-d, {a['frontend']['sample_rate']} Hz"
+        print(f"  audio      {a['source']}: {tower}; {a['dim']}-d features (layer {a['layer']}, {a['pooling']} "
+              f"pooling), top {a['trainable_blocks']} blocks trained (-1 = all)")
+        print(f"  text       {t['model']} (fingerprint {t['fingerprint']}), {t['dim']}-d, {t['max_tokens']} tokens, "
+              f"top {t['trainable_layers']} of {t['layers']} layers trained (-1 = all)")
+        p, tau = comps["audio_proj"], comps["temperature"]
+        print(f"  shared     {s['embed_dim']}-d, {p['type']} projections; temperature {tau['value']:.4g} "
+              f"({'learned' if tau['learned'] else 'fixed'})")
+        print(f"  trained    step {s['step']}, data {s['data_fingerprint']}, {s['created']}; "
+              f"format {s['format_version']}")
+        return 0
     enc, fe = comps["encoder"], comps["encoder"]["frontend"]
     print(f"  encoder    {enc['backbone']} {enc['backbone_cfg']}; patches {enc['patch'][0]}x{enc['patch'][1]}; "
           f"embedding {enc['dim']}-d")

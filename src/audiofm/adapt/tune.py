@@ -29,12 +29,11 @@ from typing import Any
 import torch
 
 from .. import checkpoint as ckpt
+from ..api import load_base
 from ..config import load_yaml, merge, to_dict
 from ..data import fingerprint, read_hear_task
 from ..data.tasks import LabelledRows, check_task, pick_round, round_rows
 from ..io import write_json
-from ..models.encoder import AudioEncoder
-from ..models.registry import list_models, model_config
 from ..train.checkpointing import check_run_dir
 from ..train.engine import Engine, TrainConfig
 from .config import FinetuneConfig
@@ -44,24 +43,6 @@ from .supervised import SupervisedRecipe
 __all__ = ["finetune", "finetune_rows", "load_base"]
 
 FINISHED = ("completed", "time budget reached", "early stopped")
-
-
-def load_base(name_or_path: str, seed: int = 0) -> tuple[AudioEncoder, ckpt.CheckpointSpec, dict[str, Any]]:
-    """The encoder of a checkpoint or run directory (any kind; strict weights) and its spec, or
-    a randomly initialised registry preset; plus provenance (path and weights id, or preset and
-    seed)."""
-    from ..api import load, random_like
-
-    p = Path(name_or_path)
-    if p.exists():
-        d = ckpt.resolve(p)
-        emb = load(d)
-        return emb.encoder, ckpt.load_spec(d), {"checkpoint": str(d), "weights": emb.weights_id}
-    if name_or_path in list_models():
-        emb = random_like(name_or_path, seed=seed)
-        spec = ckpt.CheckpointSpec.from_model_config(model_config(name_or_path), kind="encoder")
-        return emb.encoder, spec, {"preset": name_or_path, "random_init_seed": seed}
-    raise ckpt.CheckpointError(f"{p}: no such checkpoint or run directory (nor a model preset name)")
 
 
 RUN_FILES = ("finetune.json", "report")  # what fine-tuning writes in its run directory besides the engine
