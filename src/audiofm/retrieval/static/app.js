@@ -30,7 +30,9 @@ function show(data, ms) {
     const name = hit.path.split("/").pop();
     head.append(element("span", "name", name), element("span", "score", hit.score.toFixed(3)),
                 element("span", "duration", duration(hit.duration)));
-    const where = element("div", "path muted", hit.path);
+    const folder = hit.path.includes("/") ? hit.path.slice(0, hit.path.lastIndexOf("/") + 1) : "";
+    const where = element("div", "path muted", folder || "\u00a0");
+    where.title = hit.path;
     const player = element("audio");
     player.controls = true;
     player.preload = "metadata";
