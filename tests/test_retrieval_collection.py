@@ -157,6 +157,39 @@ def test_crash_during_update_keeps_the_previous_index(library: Path, tmp_path: P
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "vectors-000002.npz"]
 
 
+def test_interrupt_saves_what_was_embedded(library: Path, tmp_path: Path) -> None:
+    class Stops(ToneModel):
+        def embed_audio_batch(self, waves, sr):
+            if self.batches:  # Ctrl-C during the second batch
+                raise KeyboardInterrupt
+            return super().embed_audio_batch(waves, sr)
+
+    out = tmp_path / "index"
+    Collection.build(out, library, ToneModel(), progress=False)
+    tone(library / "low.wav", 7000.0, seconds=0.7)  # changed
+    tone(library / "new1.wav", 440.0, seconds=0.6)
+    tone(library / "new2.wav", 440.0, seconds=0.8)
+    with pytest.raises(KeyboardInterrupt):
+        Collection.build(out, library, Stops(), batch_size=1, progress=False)
+    coll = Collection.open(out, ToneModel())
+    # the first batch (shortest: new1.wav) was saved; low.wav keeps its old vector, new2.wav waits
+    assert [e.path for e in coll.entries] == ["low.wav", "mid.flac", "new1.wav", "sub/high.wav"]
+    assert abs(coll.entries[0].duration - 0.5) < 1e-6
+    m = ToneModel()
+    _, r = Collection.build(out, library, m, progress=False)
+    assert m.embedded == 2 and (r.added, r.changed, r.unchanged, r.pending) == (1, 1, 3, 0)
+
+
+def test_formats_this_libsndfile_cannot_decode_are_counted(library: Path, tmp_path: Path, monkeypatch) -> None:
+    (library / "song.mp3").write_bytes(b"ID3")
+    monkeypatch.setattr(coll_mod, "readable_suffixes", lambda: (".wav", ".flac"))
+    _, r = Collection.build(tmp_path / "index", library, ToneModel(), progress=False)
+    assert r.unsupported == {".mp3": 1} and r.added == 3 and r.skipped == []
+    assert r.summary().endswith("; 1 .mp3 files skipped (this libsndfile cannot decode .mp3)")
+    monkeypatch.undo()
+    assert {".wav", ".flac", ".ogg", ".aiff"} <= set(coll_mod.readable_suffixes())
+
+
 def test_another_model_is_refused(library: Path, tmp_path: Path) -> None:
     out = tmp_path / "index"
     Collection.build(out, library, ToneModel("fp-aaaa"), progress=False)

@@ -106,6 +106,14 @@ def test_audio_route_serves_only_index_files_with_ranges(base_url: str, collecti
         assert get(base_url + path)[0] == 404, path
 
 
+def test_loopback_server_answers_only_loopback_host_names(base_url: str) -> None:
+    port = base_url.rsplit(":", 1)[1]
+    assert get(f"{base_url}/api/info", {"Host": f"localhost:{port}"})[0] == 200
+    status, _, body = get(f"{base_url}/api/info", {"Host": f"evil.example:{port}"})
+    assert status == 403 and b"Host" in body
+    assert get(f"{base_url}/audio/0", {"Host": "evil.example"})[0] == 403
+
+
 def test_cli_serve_starts_and_stops(collection: Collection, monkeypatch) -> None:
     servers = []
     real = serve_mod.make_server

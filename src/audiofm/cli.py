@@ -432,7 +432,8 @@ def _add_collection(subparsers: argparse._SubParsersAction) -> None:
                    help="search backend stored in the index; both give the same results, faiss is faster on "
                         "large collections; auto = faiss when installed (default: the index's, else auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
-    p.set_defaults(func=command("index", cmd_index))
+    p.set_defaults(func=command("index", cmd_index, on_interrupt=" (files embedded before the interrupt are saved in "
+                                "the index; run the same command again to embed the rest)"))
 
     s = subparsers.add_parser(
         "search", help="search an indexed audio collection by text",

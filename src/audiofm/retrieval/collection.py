@@ -106,6 +106,8 @@ class UpdateReport:
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)  # one line per unreadable file
     unsupported: dict[str, int] = field(default_factory=dict)  # suffix → files this libsndfile cannot decode
+    pending: int = 0  # new or changed files not embedded because the update was interrupted
+    interrupted: bool = False
 
     @property
     def embedded(self) -> int:
@@ -119,6 +121,8 @@ class UpdateReport:
             text += f"; {len(self.skipped)} unreadable (skipped)"
         for suffix, n in sorted(self.unsupported.items()):
             text += f"; {n} {suffix} files skipped (this libsndfile cannot decode {suffix})"
+        if self.pending:
+            text += f"; interrupted with {self.pending} files still to embed (run again to finish)"
         return text
 
 
@@ -255,7 +259,8 @@ class Collection:
         ``model``: a loaded text-audio model or a checkpoint path; ``checkpoint``: the path to
         record for a loaded model (what :meth:`open` loads without a model). ``backend``: auto,
         exact or faiss (default: the index's, else auto). ``log`` gets one line per unreadable
-        file. Returns the collection and what changed."""
+        file. Returns the collection and what changed. Ctrl-C (KeyboardInterrupt) saves the files
+        embedded so far, then re-raises: running again embeds only the rest."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
         if backend is not None and backend not in BACKENDS:
@@ -299,7 +304,7 @@ class Collection:
             old_vectors = Index.load(d / old["vectors"]).vectors
             known = {e["path"]: (Entry(**e), i) for i, e in enumerate(old["files"])}
         keep: list[tuple[Entry, np.ndarray]] = []
-        todo: list[tuple[Entry, bool]] = []  # (entry, was it in the index before)
+        todo: list[tuple[Entry, tuple[Entry, int] | None]] = []  # (entry, its old entry and vector row)
         seen: set[str] = set()
         for f in files:
             rel = f.relative_to(root).as_posix()
@@ -319,20 +324,26 @@ class Collection:
             except AudioError as e:
                 report.skipped.append(str(e))
                 continue
-            todo.append((Entry(rel, int(st.st_size), int(st.st_mtime_ns), frames / rate), prev is not None))
+            todo.append((Entry(rel, int(st.st_size), int(st.st_mtime_ns), frames / rate), prev))
         report.removed = sum(1 for rel in known if rel not in seen)
-        new = _embed(model, root, [e for e, _ in todo], batch_size, progress, report.skipped)
-        for (entry, existed), vec in zip(todo, new):
-            if vec is None:
-                continue
-            keep.append((entry, vec))
-            if existed:
-                report.changed += 1
-            else:
-                report.added += 1
+        new, done = _embed(model, root, [e for e, _ in todo], batch_size, progress, report.skipped)
+        for (entry, prev), vec, reached in zip(todo, new, done):
+            if not reached:  # interrupted before this file: a changed file keeps its old vector until next time
+                report.pending += 1
+                if prev is not None:
+                    keep.append((prev[0], old_vectors[prev[1]]))
+            elif vec is not None:
+                keep.append((entry, vec))
+                if prev is not None:
+                    report.changed += 1
+                else:
+                    report.added += 1
+        report.interrupted = not all(done)
         for line in report.skipped:
             log(line)
         if old is None and not keep:
+            if report.interrupted:
+                raise KeyboardInterrupt
             found = len(files) + sum(report.unsupported.values())
             raise DataError(f"{root}: no audio file could be indexed ({found} found, {len(report.skipped)} "
                             f"unreadable; looked for {', '.join(suffixes)} recursively); nothing was written")
@@ -357,13 +368,16 @@ class Collection:
         for stale in d.glob("vectors-*.npz"):
             if stale.name != info["vectors"]:
                 stale.unlink(missing_ok=True)
+        if report.interrupted:  # after saving what was done: the next run embeds only the rest
+            raise KeyboardInterrupt
         return cls(d, root, entries, index, model, info), report
 
 
 def _embed(model: TextAudioModelLike, root: Path, entries: Sequence[Entry], batch_size: int, progress: bool,
-           skipped: list[str]) -> list[np.ndarray | None]:
+           skipped: list[str]) -> tuple[list[np.ndarray | None], list[bool]]:
     """Unit vectors (D,) of ``entries`` (None for a file that cannot be decoded or embedded, with
-    a line in ``skipped``). Files go in batches of similar duration, so batches pad little.
+    a line in ``skipped``) and whether each was reached: Ctrl-C stops the loop after the batches
+    done so far. Files go in batches of similar duration, so batches pad little.
 
     Not :func:`audiofm.embed_io.embed_each`: that loop stops at unreadable files (an evaluation
     must not silently lose clips) and drives an ``AudioEmbedder``; here a file that fails is
@@ -372,22 +386,30 @@ def _embed(model: TextAudioModelLike, root: Path, entries: Sequence[Entry], batc
 
     sr = int(model.sample_rate)
     out: list[np.ndarray | None] = [None] * len(entries)
+    done = [False] * len(entries)
     order = sorted(range(len(entries)), key=lambda i: (entries[i].duration, entries[i].path))
     with tqdm(total=len(entries), desc=f"index {model.name}", unit="file", disable=not progress or not entries,
               dynamic_ncols=True) as bar:
-        for s in range(0, len(order), batch_size):
-            idx, waves = [], []
-            for i in order[s : s + batch_size]:
-                try:
-                    waves.append(load_row(Row(path=str(root / entries[i].path)), sr))
-                    idx.append(i)
-                except AudioError as e:
-                    skipped.append(str(e))
-            if idx:
-                for i, vec in zip(idx, _embed_batch(model, waves, sr, [entries[i].path for i in idx], skipped)):
+        try:
+            for s in range(0, len(order), batch_size):
+                batch = order[s : s + batch_size]
+                idx, waves, failed = [], [], []
+                for i in batch:
+                    try:
+                        waves.append(load_row(Row(path=str(root / entries[i].path)), sr))
+                        idx.append(i)
+                    except AudioError as e:
+                        failed.append(str(e))
+                vecs = _embed_batch(model, waves, sr, [entries[i].path for i in idx], failed) if idx else []
+                for i, vec in zip(idx, vecs):
                     out[i] = vec
-            bar.update(len(order[s : s + batch_size]))
-    return out
+                for i in batch:
+                    done[i] = True
+                skipped.extend(failed)
+                bar.update(len(batch))
+        except KeyboardInterrupt:
+            bar.close()
+    return out, done
 
 
 def _embed_batch(model: TextAudioModelLike, waves: list[np.ndarray], sr: int, names: list[str],

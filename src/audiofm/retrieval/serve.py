@@ -10,11 +10,13 @@ Standard library only (:class:`http.server.ThreadingHTTPServer`). Routes:
   its audio Content-Type and single-range ``Range`` requests (206), so players can seek.
 
 The model is loaded once (by :meth:`Collection.open`) and queries run one at a time under a
-lock. The default address is 127.0.0.1: only this machine can connect.
+lock. The default address is 127.0.0.1: only this machine can connect, and a loopback server
+answers only requests whose Host header is a loopback name (no DNS rebinding).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import threading
@@ -48,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "audiofm-serve"
     collection: Collection
     lock: threading.Lock
+    allowed_hosts: frozenset[str]  # empty: any Host (the server listens beyond loopback)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: no line per request
         pass
@@ -60,6 +63,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, body: bool) -> None:
         url = urlsplit(self.path)
+        if self.allowed_hosts and self.headers.get("Host", "").lower() not in self.allowed_hosts:
+            # a loopback server answers only requests addressed to loopback names, so a web page
+            # whose domain resolves to 127.0.0.1 (DNS rebinding) cannot read the collection
+            return self._json(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header"}, body)
         try:
             if url.path in _STATIC:
                 name, ctype = _STATIC[url.path]
@@ -167,10 +174,21 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 def make_server(collection: Collection, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A server (not yet serving: call ``serve_forever``) of ``collection`` at ``host``:``port``
     (port 0 = a free one; ``server.server_address`` has the one bound)."""
-    handler = type("Handler", (_Handler,), {"collection": collection, "lock": threading.Lock()})
+    handler: type[_Handler] = type("Handler", (_Handler,), {"collection": collection, "lock": threading.Lock(),
+                                                            "allowed_hosts": frozenset()})
     server = ThreadingHTTPServer((host, port), handler)
+    if _loopback(host):
+        bound = server.server_address[1]
+        handler.allowed_hosts = frozenset(f"{name}:{bound}" for name in ("127.0.0.1", "localhost", "[::1]", host))
     server.daemon_threads = True
     return server
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 def page_files() -> list[Path]:
