@@ -224,7 +224,13 @@ def test_unreadable_files_are_reported_and_skipped(library: Path, tmp_path: Path
         (empty / "x.wav").parent.mkdir(parents=True)
         (empty / "x.wav").write_bytes(b"junk")
         Collection.build(tmp_path / "index2", empty, ToneModel(), progress=False)
-    assert not (tmp_path / "index2" / MANIFEST).exists()
+    assert not (tmp_path / "index2").exists()  # nothing written, no empty folder left
+
+
+def test_batches_bound_files_and_seconds() -> None:
+    d = [1.0, 2.0, 500.0, 700.0, 3000.0, 5.0]
+    assert coll_mod._batches([0, 1, 5, 2, 3, 4], d, 2) == [[0, 1], [5, 2], [3], [4]]
+    assert coll_mod._batches([0, 1, 5, 2, 3, 4], d, 16) == [[0, 1, 5, 2], [3], [4]]
 
 
 def test_a_file_the_model_refuses_costs_only_itself(library: Path, tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ FORMAT = "audiofm-collection"
 VERSION = 1
 #: --backend names → audiofm.search backends ("exact" = numpy matmul; faiss is exact too)
 BACKENDS = {"auto": "auto", "exact": "numpy", "faiss": "faiss"}
+BATCH_SECONDS = 1200.0  # at most this much audio decoded at once (a longer file goes alone)
 _SF_FORMAT = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3", ".aiff": "AIFF",
               ".aif": "AIFF", ".au": "AU"}
 
@@ -220,8 +221,14 @@ class Collection:
         fp = model.fingerprint()
         if fp != info["model"]["fingerprint"]:
             raise _fingerprint_error(d, info, model, fp, checkpoint)
+        try:
+            index = Index.load(d / info["vectors"], backend=BACKENDS[backend or info["backend"]])
+        except FileNotFoundError:  # an update committed (and removed the old vectors) meanwhile
+            info = _read_manifest(d)
+            index = Index.load(d / info["vectors"], backend=BACKENDS[backend or info["backend"]])
+            if info["model"]["fingerprint"] != fp:
+                raise _fingerprint_error(d, info, model, fp, checkpoint) from None
         entries = [Entry(**e) for e in info["files"]]
-        index = Index.load(d / info["vectors"], backend=BACKENDS[backend or info["backend"]])
         if len(index) != len(entries):
             raise CollectionError(f"{d}: {info['vectors']} holds {len(index)} vectors for {len(entries)} files; "
                                   "rebuild the index")
@@ -282,9 +289,15 @@ class Collection:
             if Path(old["root"]) != root:
                 raise CollectionError(f"{d} indexes {old['root']}, not {root}; give that folder, or build a new "
                                       "index with --out NEW")
-        with RunLock(d):
-            return cls._update(d, root, model, fp, old, checkpoint, batch_size, backend, progress,
-                               log or (lambda s: None))
+        created = not d.exists()
+        try:
+            with RunLock(d):
+                return cls._update(d, root, model, fp, old, checkpoint, batch_size, backend, progress,
+                                   log or (lambda s: None))
+        except BaseException:
+            if created and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()  # nothing was written: leave no empty index folder behind
+            raise
 
     @classmethod
     def _update(cls, d: Path, root: Path, model: TextAudioModelLike, fp: str, old: dict[str, Any] | None,
@@ -391,8 +404,7 @@ def _embed(model: TextAudioModelLike, root: Path, entries: Sequence[Entry], batc
     with tqdm(total=len(entries), desc=f"index {model.name}", unit="file", disable=not progress or not entries,
               dynamic_ncols=True) as bar:
         try:
-            for s in range(0, len(order), batch_size):
-                batch = order[s : s + batch_size]
+            for batch in _batches(order, [e.duration for e in entries], batch_size):
                 idx, waves, failed = [], [], []
                 for i in batch:
                     try:
@@ -410,6 +422,19 @@ def _embed(model: TextAudioModelLike, root: Path, entries: Sequence[Entry], batc
         except KeyboardInterrupt:
             bar.close()
     return out, done
+
+
+def _batches(order: list[int], durations: list[float], size: int) -> list[list[int]]:
+    """``order`` cut into batches of at most ``size`` files and :data:`BATCH_SECONDS` of audio."""
+    out: list[list[int]] = []
+    seconds = 0.0
+    for i in order:
+        if not out or len(out[-1]) >= size or seconds + durations[i] > BATCH_SECONDS:
+            out.append([])
+            seconds = 0.0
+        out[-1].append(i)
+        seconds += durations[i]
+    return out
 
 
 def _embed_batch(model: TextAudioModelLike, waves: list[np.ndarray], sr: int, names: list[str],
