@@ -278,20 +278,21 @@ class Collection:
         root = root.resolve()
         if isinstance(model, (str, os.PathLike)):
             checkpoint = checkpoint or model
-            model = load_model(model)
-        old = _read_manifest(d) if (d / MANIFEST).exists() else None
+        old = _read_manifest(d) if (d / MANIFEST).exists() else None  # the cheap checks before loading a model
         inputs = [root] + ([Path(checkpoint)] if checkpoint else [])
         check_output(d, folder=True, overwrite=old is not None, inputs=inputs)
+        if old is not None and Path(old["root"]) != root:
+            raise CollectionError(f"{d} indexes {old['root']}, not {root}; give that folder, or build a new index "
+                                  "with --out NEW")
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
         fp = model.fingerprint()
-        if old is not None:
-            if old["model"]["fingerprint"] != fp:
-                raise _fingerprint_error(d, old, model, fp, Path(checkpoint).resolve() if checkpoint else None)
-            if Path(old["root"]) != root:
-                raise CollectionError(f"{d} indexes {old['root']}, not {root}; give that folder, or build a new "
-                                      "index with --out NEW")
         created = not d.exists()
         try:
             with RunLock(d):
+                old = _read_manifest(d) if (d / MANIFEST).exists() else None  # as it is now that we hold the lock
+                if old is not None and old["model"]["fingerprint"] != fp:
+                    raise _fingerprint_error(d, old, model, fp, Path(checkpoint).resolve() if checkpoint else None)
                 return cls._update(d, root, model, fp, old, checkpoint, batch_size, backend, progress,
                                    log or (lambda s: None))
         except BaseException:
