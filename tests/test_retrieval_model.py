@@ -160,6 +160,10 @@ def test_audio_encoder_of_a_dual_checkpoint_is_reusable(partial: DualEncoder, sa
         assert torch.equal(encoder.state_dict()[k], v), k
     with pytest.raises(ckpt.CheckpointError, match="open it with audiofm.load"):
         audiofm.api.load(saved)
+    from audiofm.export.onnx import build_exportable
+
+    with pytest.raises(ckpt.CheckpointError, match="ONNX export takes an audio encoder"):
+        build_exportable(saved)
 
 
 def test_logmel_audio_tower_round_trip(tmp_path: Path):

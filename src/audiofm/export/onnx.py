@@ -77,6 +77,9 @@ def build_exportable(path: str | os.PathLike[str]) -> tuple[AudioEncoder, ckpt.C
     """The checkpoint's encoder built with the exportable layers, its weights loaded (strict)."""
     d = ckpt.resolve(path)
     spec = ckpt.load_spec(d)
+    if spec.kind == "dual":
+        raise ckpt.CheckpointError(f"{d}: an audio–text ('dual') checkpoint; ONNX export takes an audio encoder "
+                                   "checkpoint (msm, encoder or classifier), not a dual encoder")
     encoder = AudioEncoder(spec.encoder, exportable=True)
     ckpt.load_weights(encoder, ckpt.component(ckpt.load_state_dict(d), "encoder", str(d)), str(d))
     return encoder.eval(), spec
