@@ -1,6 +1,9 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
 # Each creates .venv from nothing. torch==2.13.0 is installed first: a loose torch requirement
 # would otherwise pull a multi-GB CUDA build.
+# The browser test of `audiofm serve` also needs Debian's chromium + chromium-driver (not pip
+# packages): .ci/run installs them when missing (apt-get install -y --no-install-recommends chromium
+# chromium-driver); without them that test is skipped locally and fails in CI (CI set).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

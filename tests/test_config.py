@@ -376,7 +376,7 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"pretrain", "embed", "stats", "info", "demo", "evaluate", "report", "finetune",
-                                "adapt-report", "shards", "export", "asd"}
+                                "adapt-report", "shards", "export", "asd", "index", "search", "serve"}
     asd = next(a for a in sub.choices["asd"]._actions if isinstance(a, argparse._SubParsersAction))
     assert set(asd.choices) == {"run", "embed", "pseudo", "finetune", "score"}
     for name, p in [*sub.choices.items(), *((f"asd {k}", v) for k, v in asd.choices.items())]:

@@ -411,6 +411,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- search your collection: index, search, serve ----------------------------------------------
+
+def _add_collection(subparsers: argparse._SubParsersAction) -> None:
+    """``index``, ``search``, ``serve``: search your own sound collection by text (issue 12;
+    audiofm.retrieval.collection and .serve, imported only when a command runs)."""
+    p = subparsers.add_parser(
+        "index", help="index an audio folder for text search with a text-audio model",
+        description="Embed every audio file below AUDIO_DIR (recursive: wav, flac, ogg, aiff, au, and mp3/opus "
+                    "when this libsndfile decodes them) with the text-audio (dual) checkpoint CKPT into the index "
+                    "directory INDEX. Re-running on an existing INDEX embeds only new and changed files (by size "
+                    "and modification time) and drops deleted ones; unreadable files are listed and skipped. An "
+                    "INDEX built with another model is refused. Search it with audiofm search or audiofm serve.")
+    p.add_argument("checkpoint", metavar="CKPT", help="text-audio (dual) checkpoint or run directory (required)")
+    p.add_argument("audio_dir", metavar="AUDIO_DIR", help="folder of audio files, searched recursively (required)")
+    p.add_argument("--out", required=True, metavar="INDEX",
+                   help="index directory: new, or an index of the same folder and model to update (required)")
+    p.add_argument("--batch-size", type=int, default=16, help="files embedded at once (default: 16)")
+    p.add_argument("--backend", choices=["auto", "exact", "faiss"],
+                   help="search backend stored in the index; both give the same results, faiss is faster on "
+                        "large collections; auto = faiss when installed (default: the index's, else auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
+    p.set_defaults(func=command("index", cmd_index, on_interrupt=" (files embedded before the interrupt are saved in "
+                                "the index; run the same command again to embed the rest)"))
+
+    s = subparsers.add_parser(
+        "search", help="search an indexed audio collection by text",
+        description="Rank the files of INDEX (made by audiofm index) for a text query with the model the index was "
+                    "built with; prints rank, score, duration and path per file, or JSON with --json.")
+    s.add_argument("index", metavar="INDEX", help="index directory made by audiofm index (required)")
+    s.add_argument("query", metavar="QUERY", help="what the sound is, e.g. 'a dog barks twice' (required)")
+    s.add_argument("--top", type=int, default=10, help="number of results (default: 10)")
+    s.add_argument("--json", action="store_true", help="print the results as a JSON list (default: off)")
+    s.add_argument("--model", metavar="CKPT", help="the checkpoint to load, when the index's one has moved; "
+                   "must be the same model (default: the checkpoint recorded in the index)")
+    s.set_defaults(func=command("search", cmd_search))
+
+    v = subparsers.add_parser(
+        "serve", help="a local web page to search an indexed audio collection and listen to the results",
+        description="Serve a small web page (query box, results with audio players) and a JSON endpoint "
+                    "/api/search?q=TEXT&k=N for INDEX (made by audiofm index). Only the files of the index are "
+                    "served. The model is loaded once at start. Stop with Ctrl-C.")
+    v.add_argument("index", metavar="INDEX", help="index directory made by audiofm index (required)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but a loopback address "
+                   "lets other machines search and play your files (default: 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    v.add_argument("--model", metavar="CKPT", help="the checkpoint to load, when the index's one has moved; "
+                   "must be the same model (default: the checkpoint recorded in the index)")
+    v.set_defaults(func=command("serve", cmd_serve))
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .retrieval.collection import Collection
+
+    def log(line: str) -> None:
+        print(f"skipped: {line}", file=sys.stderr)
+
+    coll, report = Collection.build(args.out, args.audio_dir, args.checkpoint, batch_size=args.batch_size,
+                                    backend=args.backend, progress=not args.no_progress, log=log)
+    print(f"{coll.index_dir}: {report.summary()}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .retrieval.collection import Collection, duration_text
+
+    if args.top < 1:
+        raise ValueError(f"--top must be ≥ 1, got {args.top}")
+    hits = Collection.open(args.index, args.model).search(args.query, args.top)
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=2))
+    else:
+        for h in hits:
+            print(f"{h.rank:>3}  {h.score:+.4f}  {duration_text(h.duration):>7}  {h.path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .retrieval.collection import Collection
+    from .retrieval.serve import make_server
+
+    coll = Collection.open(args.index, args.model)
+    server = make_server(coll, args.host, args.port)
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    print(f"serving {len(coll)} files of {coll.index_dir} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audiofm", description=__doc__.splitlines()[0] if __doc__ else None,
@@ -419,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                "one line 'audiofm COMMAND: error: ...' and exits 2 (AUDIOFM_DEBUG=1 shows the traceback).")
     parser.add_argument("--version", action="version", version=f"audiofm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for add in (_add_pretrain, _add_embed, _add_stats, _add_shards, _add_info, _add_demo):
+    for add in (_add_pretrain, _add_embed, _add_stats, _add_shards, _add_info, _add_demo, _add_collection):
         add(sub)
     _add_plugins(sub)
     return parser
