@@ -48,29 +48,18 @@ def _prepare(x: np.ndarray, normalize: bool) -> np.ndarray:
     return x
 
 
-def cluster_embeddings(x: np.ndarray, linkage: str = "ward", max_clusters: int = 16, normalize: bool = True,
-                       min_silhouette: float = MIN_SILHOUETTE) -> Clustering:
-    """Agglomerative clustering with the number of clusters chosen by mean silhouette (see module)."""
-    from scipy.cluster.hierarchy import fcluster
-    from scipy.cluster.hierarchy import linkage as build
+def choose_count(z: np.ndarray, cuts: dict[int, np.ndarray], min_silhouette: float = MIN_SILHOUETTE,
+                 sample_size: int | None = None, seed: int = 0) -> Clustering:
+    """The labelling among ``cuts`` (count → labels of ``z``) with the highest mean silhouette, or
+    one cluster when even that is below ``min_silhouette`` (the rule of this module's docstring;
+    also used by :mod:`audiofm.retrieval.clusters`). ``sample_size``: silhouettes on a seeded
+    subset of that many points (None = all)."""
     from sklearn.metrics import silhouette_score
 
-    if linkage not in LINKAGES:
-        raise ValueError(f"unknown linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
-    z = _prepare(x, normalize)
     n = len(z)
-    if n < 3 or max_clusters < 2:
-        return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, criterion="too few clips")
-    tree = build(z, method=linkage, metric="euclidean")
-    sil: dict[int, float] = {}
-    cuts: dict[int, np.ndarray] = {}
-    for k in range(2, min(max_clusters, n - 1) + 1):
-        lab = fcluster(tree, t=k, criterion="maxclust") - 1
-        got = int(lab.max()) + 1
-        if got < 2 or got in cuts:       # ties in merge heights can skip a count
-            continue
-        cuts[got] = lab
-        sil[got] = float(silhouette_score(z, lab, metric="euclidean"))
+    sample = sample_size if sample_size is not None and sample_size < n else None
+    sil = {k: float(silhouette_score(z, lab, metric="euclidean", sample_size=sample, random_state=seed))
+           for k, lab in cuts.items()}
     if not sil:
         return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, criterion="no split")
     best = max(sil, key=lambda k: (sil[k], -k))
@@ -78,6 +67,38 @@ def cluster_embeddings(x: np.ndarray, linkage: str = "ward", max_clusters: int =
         return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, silhouettes=sil,
                           criterion=f"best silhouette {sil[best]:.3f} < {min_silhouette}")
     return Clustering(labels=cuts[best].astype(np.int64), n_clusters=best, silhouettes=sil)
+
+
+def cluster_embeddings(x: np.ndarray, linkage: str = "ward", max_clusters: int = 16, normalize: bool = True,
+                       min_silhouette: float = MIN_SILHOUETTE, n_clusters: int | None = None,
+                       sample_size: int | None = None, seed: int = 0) -> Clustering:
+    """Agglomerative clustering with the number of clusters chosen by mean silhouette (see module),
+    or cut at ``n_clusters`` when given."""
+    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import linkage as build
+
+    if linkage not in LINKAGES:
+        raise ValueError(f"unknown linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
+    z = _prepare(x, normalize)
+    n = len(z)
+    if n_clusters is not None:
+        if not 1 <= n_clusters <= n:
+            raise ValueError(f"n_clusters must be in 1..{n} (the number of points), got {n_clusters}")
+        if n_clusters == 1:
+            return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, criterion="given")
+        lab = fcluster(build(z, method=linkage, metric="euclidean"), t=n_clusters, criterion="maxclust") - 1
+        return Clustering(labels=lab.astype(np.int64), n_clusters=int(lab.max()) + 1, criterion="given")
+    if n < 3 or max_clusters < 2:
+        return Clustering(labels=np.zeros(n, dtype=np.int64), n_clusters=1, criterion="too few clips")
+    tree = build(z, method=linkage, metric="euclidean")
+    cuts: dict[int, np.ndarray] = {}
+    for k in range(2, min(max_clusters, n - 1) + 1):
+        lab = fcluster(tree, t=k, criterion="maxclust") - 1
+        got = int(lab.max()) + 1
+        if got < 2 or got in cuts:       # ties in merge heights can skip a count
+            continue
+        cuts[got] = lab
+    return choose_count(z, cuts, min_silhouette, sample_size, seed)
 
 
 def attribute_agreement(true_labels: Sequence[str], cluster_labels: Sequence[int] | Sequence[str]) -> dict[str, float]:
