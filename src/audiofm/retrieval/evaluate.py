@@ -28,7 +28,7 @@ from ..io import atomic_path, write_text
 from ..outputs import check_output
 from .config import RetrievalDataConfig
 from .metrics import RetrievalResult, audio_to_text, relevance_matrix, text_to_audio
-from .train import data_format, read_split, seed_dirs
+from .train import data_format, models_of, read_split
 
 __all__ = ["BASELINES", "evaluate", "models_of"]
 
@@ -36,18 +36,6 @@ BASELINES = ("random",)
 OUTPUTS = ("results.csv", "queries.jsonl", "summary.md", "examples.md", "comparisons.csv", "plots")
 N_EXAMPLES = 5
 TOP = 5
-
-
-def models_of(run: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """(seed, dual checkpoint) of a training run (``seed-<s>/model``) or of one checkpoint."""
-    run = Path(run)
-    found = [(s, d / "model") for s, d in seed_dirs(run) if (d / "model" / "config.json").is_file()]
-    if found:
-        return found
-    if (run / "config.json").is_file() or (run / "model" / "config.json").is_file():
-        return [(0, run if (run / "config.json").is_file() else run / "model")]
-    raise FileNotFoundError(f"{run}: no trained model (neither seed-<s>/model folders of `audiofm retrieval train` "
-                            "nor a dual checkpoint)")
 
 
 def default_relevance(data: RetrievalDataConfig, split: str) -> Path | None:
@@ -75,7 +63,8 @@ def _audio_matrix(embed: Any, store: ClipStore, chunk: int = 64) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str, *, split: str = "evaluation",
+def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str | os.PathLike[str], *,
+             split: str = "evaluation",
              relevance: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
              baselines: Sequence[str] = ("random",), overwrite: bool = False, batch_size: int = 16,
              name: str | None = None) -> dict[str, Any]:
@@ -84,7 +73,7 @@ def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str, *, sp
     direction and the paths written. An existing ``out`` is refused unless ``overwrite``."""
     from .model import load_dual
 
-    data = RetrievalDataConfig(source=str(data)) if isinstance(data, str) else data
+    data = data if isinstance(data, RetrievalDataConfig) else RetrievalDataConfig(source=str(data))
     bad = [b for b in baselines if b not in BASELINES]
     if bad:
         raise ValueError(f"unknown baseline(s) {bad}; choose from {', '.join(BASELINES)}")

@@ -313,9 +313,10 @@ class RetrievalRecipe:
     def _teacher_embeddings(self) -> list[tuple[Tensor, Tensor]]:
         """Per teacher: (clip embeddings (N_clips, E), caption embeddings (N_pairs, E)), unit norm."""
         from .model import load_dual
+        from .train import models_of
 
         out = []
-        for path in self.cfg.teachers:
+        for path in [str(m) for t in self.cfg.teachers for _, m in models_of(t)]:  # a run: every seed's model
             teacher = load_dual(path, batch_size=self.cfg.eval_batch_size)
             fp = teacher.fingerprint()
 

@@ -30,7 +30,7 @@ from ..train.checkpointing import RunDirError
 from ..train.engine import FINISHED, Engine, TrainConfig
 from .config import RetrievalConfig, RetrievalDataConfig
 
-__all__ = ["FINISHED", "read_split", "seed_dirs", "train"]
+__all__ = ["FINISHED", "models_of", "read_split", "seed_dirs", "train"]
 
 RUN_FILES = ("retrieval.json",)  # what a seed's run directory holds besides the engine's files
 FREE_ON_RESUME = ("cache_mb", "eval_batch_size", "cache", "seeds")  # never change what is computed
@@ -74,6 +74,18 @@ def seed_dirs(out: str | os.PathLike[str]) -> list[tuple[int, Path]]:
         if d.is_dir() and tail.isdigit():
             found.append((int(tail), d))
     return sorted(found)
+
+
+def models_of(run: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(seed, dual checkpoint) of a training run (``seed-<s>/model``) or of one checkpoint."""
+    run = Path(run)
+    found = [(s, d / "model") for s, d in seed_dirs(run) if (d / "model" / "config.json").is_file()]
+    if found:
+        return found
+    if (run / "config.json").is_file() or (run / "model" / "config.json").is_file():
+        return [(0, run if (run / "config.json").is_file() else run / "model")]
+    raise FileNotFoundError(f"{run}: no trained model (neither seed-<s>/model folders of `audiofm retrieval train` "
+                            "nor a dual checkpoint)")
 
 
 def _derived(cfg: RetrievalConfig) -> list[str]:
@@ -163,7 +175,7 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
         chosen = "last"
         best = run_dir / "best"
         if (best / "config.json").is_file():
-            ckpt.load_weights(recipe.model, ckpt.load_state_dict(best), str(best))
+            ckpt.load_weights(dual, ckpt.load_state_dict(best), str(best))  # a dual checkpoint: no aux heads
             chosen = f"best (step {result['best_step']})"
         summary = {
             "seed": seed, "status": result["status"], "steps": result["step"], "max_steps": train_cfg.max_steps,
