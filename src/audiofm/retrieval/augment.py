@@ -535,7 +535,7 @@ def mix_pairs(rows: Sequence[Row], n: int, seed: int, *, mode: Literal["mix", "c
         for _ in range(captions_per_item):
             ca = a.captions[int(rng.integers(len(a.captions)))]
             cb = b.captions[int(rng.integers(len(b.captions)))]
-            cap = join_captions(ca, cb, m, conns[int(rng.integers(len(conns)))], lex)  # type: ignore[arg-type]
+            cap = join_captions(ca, cb, m, conns[int(rng.integers(len(conns)))], lex)
             if cap not in caps:
                 caps.append(cap)
         items.append(AugmentedItem(
