@@ -123,13 +123,25 @@ def train(cfg: RetrievalConfig, out: str | os.PathLike[str], *, resume: bool = F
     """Train ``cfg.seeds`` dual encoders (seeds ``train.seed …``) in ``out/seed-<s>``; returns a
     summary (also ``out/train.json`` once every seed finished). ``resume``: continue an
     interrupted run (finished seeds are kept, the others continue from their checkpoints)."""
+    from ..train.distributed import barrier, broadcast_object, setup
+
     out = Path(out)
-    _check_out(out, cfg, resume)
+    _, d = setup(cfg.train.device, cfg.train.threads)  # under torchrun: the first process checks and writes
+    error = None
+    if d.main:
+        try:
+            _check_out(out, cfg, resume)
+        except (RunDirError, FileExistsError) as e:
+            error = (type(e).__name__, str(e))
+    error = broadcast_object(error, d)
+    if error is not None:
+        raise (FileExistsError if error[0] == "FileExistsError" else RunDirError)(error[1])
     train_rows = read_split(cfg.data, cfg.data.train_split)
     valid_rows = read_split(cfg.data, cfg.data.valid_split)
-    if not resume:  # on resume each seed's engine checks the settings against its saved ones
+    if not resume and d.main:  # on resume each seed's engine checks the settings against its saved ones
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(to_dict(cfg), out / "run_config.yaml")
+    barrier(d)
     cache = EmbeddingCache(cfg.cache_dir(out))
     results = []
     for seed in cfg.seed_list:
@@ -141,7 +153,7 @@ def train(cfg: RetrievalConfig, out: str | os.PathLike[str], *, resume: bool = F
     summary = {"status": "completed", "out": str(out), "seeds": results,
                "train_pairs": results[0].get("train_pairs"), "train_clips": len(train_rows),
                "valid_clips": len(valid_rows)}
-    if all(r.get("main", True) for r in results):
+    if d.main:
         write_json(out / SUMMARY, summary)
     return summary
 
@@ -165,7 +177,10 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
     train_cfg = _schedule(cfg, recipe.num_examples(), seed)
     resolved = merge(to_dict(cfg), {"train": to_dict(train_cfg), "cluster": recipe.cluster_info})
     data_fp = fingerprint(list(train_rows))
-    engine = Engine(recipe, train_cfg, run_dir, resume=resume and run_dir.exists(), resolved_config=resolved,
+    from ..train.distributed import broadcast_object, setup
+
+    go_on = broadcast_object(resume and run_dir.exists(), setup(cfg.train.device, cfg.train.threads)[1])
+    engine = Engine(recipe, train_cfg, run_dir, resume=go_on, resolved_config=resolved,
                     data_fingerprint=data_fp, progress=progress, allow_change=allow_change, free=FREE_ON_RESUME,
                     derived=_derived(cfg), run_files=RUN_FILES)
     with engine.hold():
