@@ -293,3 +293,17 @@ def test_config_checks():
         from_dict(RetrievalConfig, {"data": {"train_split": "a", "valid_split": "a"}})
     cfg = from_dict(RetrievalConfig, {"n_clusters": 8, "seeds": 3, "train": {"seed": 5}})
     assert cfg.clusters == 8 and cfg.seed_list == [5, 6, 7]
+
+
+def test_dataset_augmentation(setup, tmp_path):
+    """Mixed/concatenated clip pairs and paraphrased captions become extra training items (their
+    frozen features cached like the clips'); the augmented set is a function of the seed."""
+    data, _, base, _ = setup
+    cfg = _cfg(data, tmp_path / "cache", augmentation={"mix_pairs": 4, "paraphrases": 1},
+               train={"max_steps": 4, "evaluate_every": 0, "log_every": 1})
+    res = train(cfg, tmp_path / "aug", progress=False)["seeds"][0]
+    assert res["train_clips"] == 12 + 4
+    assert res["train_pairs"] > base["seeds"][0]["train_pairs"] + 4
+    assert all(math.isfinite(m["loss"]) for m in _metrics(tmp_path / "aug" / "seed-0"))
+    again = train(cfg, tmp_path / "aug2", progress=False)["seeds"][0]
+    assert again["features_computed"] == [] and again["train_pairs"] == res["train_pairs"]
