@@ -198,10 +198,10 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_trained_audio_tower_resumes_exactly(setup, tmp_path, monkeypatch):
-    """A trainable audio tower (random crops from the pairs' seeds): an interrupted run resumed
-    retraces the uninterrupted one (metrics and weights)."""
+    """Trained towers (all audio blocks on random crops from the pairs' seeds, the top text layer):
+    an interrupted run resumed retraces the uninterrupted one (metrics and weights)."""
     data, root, _, _ = setup
-    cfg = _cfg(data, root / "cache", model={"audio_model": "msm_vit_debug", "audio_trainable": -1},
+    cfg = _cfg(data, root / "cache", model={"audio_model": "msm_vit_debug", "audio_trainable": -1, "text_trainable": 1},
                crop_seconds=0.5, train={"max_steps": 6, "ckpt_every": 2, "evaluate_every": 3, "log_every": 1})
     full = train(cfg, tmp_path / "full", progress=False)
     assert full["status"] == "completed"
@@ -231,7 +231,7 @@ def test_trained_audio_tower_resumes_exactly(setup, tmp_path, monkeypatch):
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("clips_per_s", "elapsed_s")} for m in ms]
     assert strip(_metrics(tmp_path / "full" / "seed-0")) == strip(_metrics(tmp_path / "resumed" / "seed-0"))
     a, b = _state(tmp_path / "full" / "seed-0" / "model"), _state(tmp_path / "resumed" / "seed-0" / "model")
-    assert set(a) == set(b) and any(k.startswith("encoder.") for k in a)
+    assert set(a) == set(b) and any(k.startswith("encoder.") for k in a) and any(k.startswith("text.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(FileExistsError, match="finished"):  # a finished run is never continued or overwritten
         train(cfg, tmp_path / "resumed", resume=True, progress=False)
