@@ -307,3 +307,34 @@ def test_dataset_augmentation(setup, tmp_path):
     assert all(math.isfinite(m["loss"]) for m in _metrics(tmp_path / "aug" / "seed-0"))
     again = train(cfg, tmp_path / "aug2", progress=False)["seeds"][0]
     assert again["features_computed"] == [] and again["train_pairs"] == res["train_pairs"]
+
+
+def test_cli_resume_continues_with_saved_settings(setup, tmp_path, monkeypatch, capsys):
+    """``--resume`` alone continues an interrupted run with its saved settings; a change of meaning
+    is refused unless allowed; the finished run is never continued again."""
+    data, root, _, _ = setup
+    import audiofm.train.engine as eng
+
+    orig = eng.Engine.save
+
+    def save_then_stop(self, optimizer, final=False):
+        out = orig(self, optimizer, final)
+        if self.step == 4 and not final:
+            raise KeyboardInterrupt
+        return out
+
+    run = tmp_path / "r"
+    monkeypatch.setattr(eng.Engine, "save", save_then_stop)
+    assert main(["retrieval", "train", "--audio-model", "logmel", "--data", str(data), "--out", str(run),
+                 "--max-steps", "6", "--batch-size", "8", "--cache", str(root / "cache"), "--no-progress",
+                 "--set", "model.embed_dim=16", "--set", "train.ckpt_every=2", "--set", "train.evaluate_every=3",
+                 "--set", "train.warmup_steps=1"]) == 130
+    monkeypatch.setattr(eng.Engine, "save", orig)
+    capsys.readouterr()
+    assert main(["retrieval", "train", "--out", str(run), "--resume", "--lr", "0.1", "--no-progress"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert main(["retrieval", "train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    info = json.loads((run / "seed-0" / "retrieval.json").read_text())
+    assert info["steps"] == 6 and info["status"] == "completed" and (run / "train.json").is_file()
+    assert main(["retrieval", "train", "--out", str(run), "--resume", "--no-progress"]) == 2
+    assert "finished" in capsys.readouterr().err
