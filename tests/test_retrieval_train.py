@@ -338,3 +338,34 @@ def test_cli_resume_continues_with_saved_settings(setup, tmp_path, monkeypatch, 
     assert info["steps"] == 6 and info["status"] == "completed" and (run / "train.json").is_file()
     assert main(["retrieval", "train", "--out", str(run), "--resume", "--no-progress"]) == 2
     assert "finished" in capsys.readouterr().err
+
+
+def test_data_formats(setup, tmp_path):
+    """Clotho folder, AudioCaps folder (or one of its CSVs) and a pairs file with splits."""
+    from audiofm.retrieval.config import RetrievalDataConfig
+    from audiofm.retrieval.train import data_format, read_split
+
+    data, _, _, _ = setup
+    assert data_format(RetrievalDataConfig(str(data))) == "clotho"
+    assert len(read_split(RetrievalDataConfig(str(data)), "validation")) == 8
+    ac = tmp_path / "audiocaps"
+    (ac / "audio").mkdir(parents=True)
+    for split, n in (("train", 3), ("val", 2)):
+        lines = ["audiocap_id,youtube_id,start_time,caption"]
+        for i in range(n):
+            sf.write(ac / "audio" / f"{split}{i}.wav", _wave("low", i), SR)
+            lines += [f"{10 * i},{split}{i},0,a low hum {i}", f"{10 * i + 1},{split}{i},0,humming {i}"]
+        (ac / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    cfg = RetrievalDataConfig(str(ac / "train.csv"), train_split="train", valid_split="val",
+                              audio_dir=str(ac / "audio"))
+    assert data_format(cfg) == "audiocaps"
+    rows = read_split(cfg, "val")
+    assert len(rows) == 2 and all(len(r.captions) == 2 for r in rows)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"path": f"audiocaps/audio/train{i}.wav", "caption": c, "split": s}) + "\n"
+                             for i, s in ((0, "development"), (1, "development"), (2, "validation"))
+                             for c in ("one", "two")))
+    cfg = RetrievalDataConfig(str(pairs))
+    assert data_format(cfg) == "pairs" and len(read_split(cfg, "development")) == 2
+    with pytest.raises(ValueError, match="no pairs of split"):
+        read_split(cfg, "evaluation")

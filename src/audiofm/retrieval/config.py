@@ -21,8 +21,9 @@ MIX_MODES = ("mix", "concat", "both")
 @dataclass
 class RetrievalDataConfig:
     """source: a Clotho folder (``clotho_captions_<split>.csv``, audio in ``<folder>/<split>/``),
-    an AudioCaps folder (``<split>.csv`` with audiocap_id,youtube_id,start_time,caption; audio in
-    ``audio_dir`` or ``<folder>/<split>/``) or a pairs file (CSV path,caption or JSONL, with a
+    an AudioCaps folder or one of its CSVs (``<split>.csv`` with audiocap_id,youtube_id,start_time,
+    caption, e.g. train/val/test: set the splits; audio in ``audio_dir`` or ``<folder>/<split>/``) or a
+    pairs file (CSV path,caption or JSONL, with a
     ``split`` column naming the splits). format: 'auto' (from what ``source`` holds), 'clotho',
     'audiocaps' or 'pairs'. train_split / valid_split: the splits trained on and used to pick the
     best weights (validation mAP@10). audio_dir: where the audio is, when not in the default place."""

@@ -43,7 +43,9 @@ def data_format(data: RetrievalDataConfig) -> str:
         return data.format
     src = Path(data.source)
     if src.is_file():
-        return "pairs"
+        with src.open(errors="replace") as f:
+            header = f.readline()
+        return "audiocaps" if "audiocap_id" in header and "youtube_id" in header else "pairs"
     if src.is_dir() and any(src.glob("clotho_captions_*.csv")):
         return "clotho"
     if src.is_dir() and any(src.glob("*.csv")):
@@ -58,8 +60,9 @@ def read_split(data: RetrievalDataConfig, split: str) -> list[Row]:
     src = Path(data.source)
     if fmt == "clotho":
         return read_clotho(src, split, audio_dir=data.audio_dir or None)
-    if fmt == "audiocaps":
-        return read_audiocaps(src / f"{split}.csv", data.audio_dir or src / split)
+    if fmt == "audiocaps":  # the folder of train.csv / val.csv / test.csv (source may name one of them)
+        folder = src if src.is_dir() else src.parent
+        return read_audiocaps(folder / f"{split}.csv", data.audio_dir or folder / split, split=split)
     rows = [r for r in read_caption_pairs(src) if r.split == split]
     if not rows:
         raise DataError(f"{src}: no pairs of split {split!r} (give each line a split column)")
