@@ -146,6 +146,10 @@ def test_evaluate_outputs(setup):
     assert all(len(r["multi_relevant"]) == 2 for r in t2a)  # the relevance file: both clips of the kind
     summary = (out / "summary.md").read_text()
     assert "±" in summary and "random" in summary and "mAP@16" in summary
+    t2a_md, a2t_md = summary.split("## Audio → text")
+    assert "clotho-evaluation: mAP@16" in t2a_md and "clotho-evaluation: mAP@10" in a2t_md  # each its own
+    main_a2t = a2t_md.split("### mAP")[0]
+    assert "| run |" in main_a2t and "–" not in main_a2t.split("| run |")[1].splitlines()[0]
     ex = (out / "examples.md").read_text()
     assert ex.count("## “") == 5 and "✓" in ex
     with pytest.raises(ValueError, match="already exists"):  # never overwritten silently

@@ -47,12 +47,12 @@ def default_relevance(data: RetrievalDataConfig, split: str) -> Path | None:
 
 
 def _rows_for(result: RetrievalResult, *, model: str, task: str, seed: int, primary: str, n: int,
-              deterministic: bool, seconds: float) -> list[dict[str, Any]]:
+              seconds: float) -> list[dict[str, Any]]:
+    """Long-format rows of one direction (method = the direction); ``primary``: its ranking metric."""
     return [{"model": model, "task": task, "method": result.direction, "fold": "test", "seed": seed,
-             "metric": m, "value": v, "primary": result.direction == "text_to_audio" and m == primary,
-             "prediction_type": "retrieval", "valid_value": float("nan"), "hparams": {}, "n_train": 0,
-             "n_valid": 0, "n_test": n, "fit_seconds": 0.0, "predict_seconds": seconds,
-             "deterministic": deterministic}
+             "metric": m, "value": v, "primary": m == primary, "prediction_type": "retrieval",
+             "valid_value": float("nan"), "hparams": {}, "n_train": 0, "n_valid": 0, "n_test": n,
+             "fit_seconds": 0.0, "predict_seconds": seconds, "deterministic": False}
             for m, v in result.metrics.items()
             if not (result.direction == "audio_to_text" and m == "map_at_16")]
 
@@ -107,8 +107,8 @@ def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str | os.P
         scores = t @ a.T
         seconds = time.perf_counter() - t0
         for res in (text_to_audio(scores, pairs, multi), audio_to_text(scores, pairs)):
-            results += _rows_for(res, model=label, task=task, seed=seed, primary=primary, n=len(rows),
-                                 deterministic=False, seconds=seconds)
+            results += _rows_for(res, model=label, task=task, seed=seed, n=len(rows), seconds=seconds,
+                                 primary=primary if res.direction == "text_to_audio" else "map_at_10")
             q_ids = queries if res.direction == "text_to_audio" else ids
             i_ids = ids if res.direction == "text_to_audio" else queries
             records += [{"model": label, "seed": seed, "direction": res.direction, **r}
@@ -119,18 +119,15 @@ def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str | os.P
         for seed, _ in models:
             scores = np.random.default_rng(seed).random((len(queries), len(ids)))
             for res in (text_to_audio(scores, pairs, multi), audio_to_text(scores, pairs)):
-                results += _rows_for(res, model=b, task=task, seed=seed, primary=primary, n=len(rows),
-                                     deterministic=False, seconds=0.0)
+                results += _rows_for(res, model=b, task=task, seed=seed, n=len(rows), seconds=0.0,
+                                     primary=primary if res.direction == "text_to_audio" else "map_at_10")
     out.mkdir(parents=True, exist_ok=True)
     written = [write_csv(out / "results.csv", results, RESULT_FIELDS)]
     with atomic_path(out / "queries.jsonl") as tmp, tmp.open("w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
     written.append(out / "queries.jsonl")
-    from ..eval.report import write_report
-
-    info = {"name": Path(run).name, "path": str(run)}
-    written += write_report(RunData(results, [], [info]), out)
+    written += write_summary(results, {"name": Path(run).name, "path": str(run)}, out)
     assert first is not None
     write_text(out / "examples.md", examples_markdown(first[0], queries, ids, multi if multi is not None else pairs,
                                                       first[1], rel_path))
@@ -147,6 +144,37 @@ def evaluate(run: str | os.PathLike[str], data: RetrievalDataConfig | str | os.P
             means[key][m] = float(np.mean(vals))
     return {"out": str(out), "task": task, "primary": primary, "models": len(models), "means": means,
             "relevance": str(rel_path) if rel_path is not None else None, "written": [str(p) for p in written]}
+
+
+DIRECTIONS = {"text_to_audio": "Text → audio", "audio_to_text": "Audio → text"}
+
+
+def write_summary(results: list[dict[str, Any]], info: dict[str, Any], out: Path) -> list[Path]:
+    """``summary.md`` (one part per direction, each ranked by its own primary metric: mAP@16 or
+    mAP@10 text→audio, mAP@10 audio→text), ``comparisons.csv`` and ``plots/`` — the evaluation
+    report's tables, confidence intervals and paired comparisons (:mod:`audiofm.eval.report`)."""
+    from ..eval.plots import plot_scores_by_task
+    from ..eval.report import summary_markdown
+    from ..eval.tables import COMPARISON_FIELDS, aggregate, compare
+
+    (out / "plots").mkdir(exist_ok=True)
+    parts, comparisons, written = [], [], []
+    for direction, title in DIRECTIONS.items():
+        data = RunData([r for r in results if r["method"] == direction], [], [info])
+        if not data.results:
+            continue
+        cells = aggregate(data, 0.95)
+        comps = compare(data, cells, "first", 0.95)
+        comparisons += comps
+        plot = f"plots/{direction}.png"
+        plot_scores_by_task(data, cells, out / plot)
+        written.append(out / plot)
+        md = summary_markdown(data, cells, comps, "first", 0.95, [plot])
+        body = md.split("\n", 1)[1]  # below its "# Evaluation summary" title
+        parts.append(f"## {title}\n" + "\n".join("#" + x if x.startswith("#") else x for x in body.splitlines()))
+    write_csv(out / "comparisons.csv", comparisons, COMPARISON_FIELDS)
+    write_text(out / "summary.md", "# Retrieval evaluation summary\n\n" + "\n\n".join(parts).rstrip() + "\n")
+    return [*written, out / "comparisons.csv", out / "summary.md"]
 
 
 def examples_markdown(scores: np.ndarray, queries: Sequence[str], ids: Sequence[str], relevant: np.ndarray,
