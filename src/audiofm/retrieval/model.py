@@ -227,9 +227,9 @@ class TextTower(nn.Module):
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         """``(B, dim)`` sentence embeddings (unit norm when the model ends with Normalize)."""
-        feats = self.tokenize(texts)
-        if not feats.get("input_ids", torch.zeros(1)).numel():
+        if not isinstance(texts, str) and len(texts) == 0:
             return torch.zeros(0, self.dim, device=next(self.transformer.parameters()).device)
+        feats = self.tokenize(texts)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out: Tensor = self._st[0](feats)["sentence_embedding"]
         return out
@@ -330,18 +330,18 @@ class DualEncoder(nn.Module):
         from ..api import load_base
         from ..models.registry import list_models
 
-        text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
         source = cfg.audio_model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if Path(source).exists() or source in list_models():
                 encoder, spec, provenance = load_base(source, seed)
+                text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
                 model = cls(cfg, text, encoder=encoder, segment_seconds=spec.segment_seconds,
                             provenance={"audio": provenance, "seed": seed})
             else:
                 embedder = _frozen_embedder(source, cfg, seed)
-                model = cls(cfg, text, embedder=embedder,
-                            provenance={"audio": {"embedder": source}, "seed": seed})
+                text = TextTower(cfg.text_model, trainable=cfg.text_trainable, max_tokens=cfg.max_text_tokens)
+                model = cls(cfg, text, embedder=embedder, provenance={"audio": {"embedder": source}, "seed": seed})
         return model
 
     def train(self, mode: bool = True) -> DualEncoder:
@@ -519,8 +519,10 @@ class TextAudioModel:
         and the audio embedding settings."""
         m = self.model
         spec = {"weights": self.weights_id, "model": to_dict(m.spec().dual), "chunk": m.segment_seconds}
-        spec["model"].pop("temperature", None)  # in the weights already
-        spec["model"].pop("provenance", None)
+        for key in ("temperature", "provenance"):  # in the weights already / where it came from
+            spec["model"].pop(key, None)
+        spec["model"]["config"].pop("text_model", None)  # where the text model lies: its fingerprint counts
+        spec["model"]["text"].pop("model", None)
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
