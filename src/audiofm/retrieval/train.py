@@ -183,6 +183,12 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
     from ..train.distributed import broadcast_object, setup
 
     go_on = broadcast_object(resume and run_dir.exists(), setup(cfg.train.device, cfg.train.threads)[1])
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints") if go_on else None
+    if latest is not None and cfg.cluster_weight > 0 and not any(k.startswith("aux.")
+                                                                 for k in ckpt.load_state_dict(latest)):
+        raise RunDirError(f"{latest}: cannot resume a run with cluster_weight > 0: its checkpoint lacks the "
+                          "cluster classifier (aux.* weights; 'dual' checkpoints of this audiofm do not keep them); "
+                          "start the run again in a new --out")
     engine = Engine(recipe, train_cfg, run_dir, resume=go_on, resolved_config=resolved,
                     data_fingerprint=data_fp, progress=progress, allow_change=allow_change, free=FREE_ON_RESUME,
                     derived=_derived(cfg), run_files=RUN_FILES)
