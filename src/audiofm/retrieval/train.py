@@ -175,14 +175,19 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
         import json
 
         return dict(json.loads(done.read_text()))
+    from ..train.distributed import barrier, broadcast_object, setup
+
+    d = setup(cfg.train.device, cfg.train.threads)[1]
     dual = DualEncoder.build(cfg.model, seed=seed)
+    if not d.main:
+        barrier(d)  # under torchrun the first process computes the frozen features; the others read them
     recipe = RetrievalRecipe(cfg, dual, train_rows, valid_rows, seed=seed, cache=cache, progress=progress)
+    if d.main:
+        barrier(d)
     train_cfg = _schedule(cfg, recipe.num_examples(), seed)
     resolved = merge(to_dict(cfg), {"train": to_dict(train_cfg), "cluster": recipe.cluster_info})
     data_fp = fingerprint(list(train_rows))
-    from ..train.distributed import broadcast_object, setup
-
-    go_on = broadcast_object(resume and run_dir.exists(), setup(cfg.train.device, cfg.train.threads)[1])
+    go_on = broadcast_object(resume and run_dir.exists(), d)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints") if go_on else None
     if latest is not None and cfg.cluster_weight > 0 and not any(k.startswith("aux.")
                                                                  for k in ckpt.load_state_dict(latest)):
