@@ -376,10 +376,14 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"pretrain", "embed", "stats", "info", "demo", "evaluate", "report", "finetune",
-                                "adapt-report", "shards", "export", "asd", "index", "search", "serve"}
+                                "adapt-report", "shards", "export", "asd", "index", "search", "serve",
+                                "retrieval"}
     asd = next(a for a in sub.choices["asd"]._actions if isinstance(a, argparse._SubParsersAction))
     assert set(asd.choices) == {"run", "embed", "pseudo", "finetune", "score"}
-    for name, p in [*sub.choices.items(), *((f"asd {k}", v) for k, v in asd.choices.items())]:
+    ret = next(a for a in sub.choices["retrieval"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(ret.choices) == {"train", "evaluate"}
+    for name, p in [*sub.choices.items(), *((f"asd {k}", v) for k, v in asd.choices.items()),
+                    *((f"retrieval {k}", v) for k, v in ret.choices.items())]:
         for action in p._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
@@ -389,7 +393,7 @@ def test_every_option_says_what_it_does_and_its_default() -> None:
         text = p.format_help()
         assert not re.search(r"\{@?[\w.:]+\}", text), name  # every {default} placeholder filled
         if name in ("pretrain", "embed", "stats", "demo", "evaluate", "report", "finetune", "adapt-report",
-                    "export", "asd run"):
+                    "export", "asd run", "retrieval train"):
             assert "--config" in text and "--set" in text, name
     pre = " ".join(sub.choices["pretrain"].format_help().split())
     assert "(default: msm_vit_tiny)" in pre and "(default: 1000)" in pre and "(default: 0.0005)" in pre

@@ -56,6 +56,7 @@ FORMAT = "audiofm-checkpoint"
 FORMAT_VERSION = 2
 KINDS = ("msm", "encoder", "classifier", "dual")
 DUAL_PARTS = ("encoder.", "text.", "audio_proj.", "text_proj.", "temperature.")  # weights of kind "dual"
+DUAL_TRAINING = ("aux.",)  # training-only parts of a dual model kept in periodic checkpoints (resume)
 PREDICTION_TYPES = ("multiclass", "multilabel")
 WEIGHTS = "model.safetensors"
 # ModelConfig fields that only the MSM pretraining model has (stored in spec.pretraining)
@@ -276,7 +277,7 @@ def save_checkpoint(
         raise ValueError(f"meta keys {clash} are reserved checkpoint fields")
     tensors = _tensors(state)
     if spec.kind == "dual":
-        tensors = {k: v for k, v in tensors.items() if k.startswith(DUAL_PARTS)}
+        tensors = {k: v for k, v in tensors.items() if k.startswith(DUAL_PARTS + DUAL_TRAINING)}
         needed = [p for p in DUAL_PARTS[2:] if not any(k.startswith(p) for k in tensors)]
         if spec.encoder is not None:
             needed += [] if any(k.startswith("encoder.") for k in tensors) else ["encoder."]

@@ -523,11 +523,13 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
     from .asd.commands import add_parsers as add_asd
     from .eval.commands import add_parsers as add_eval
     from .export.commands import add_parsers as add_export
+    from .retrieval.commands import add_parsers as add_retrieval
 
     add_eval(sub)
     add_adapt(sub)
     add_export(sub)
     add_asd(sub)
+    add_retrieval(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
