@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import make_hear_task, tone
+from crash import crash_after_checkpoint
 from safetensors.torch import load_file
 
 import audiofm
@@ -171,23 +172,8 @@ def test_contrastive_multilabel_exact_resume(setup, tmp_path, monkeypatch):
     assert set(_state(tmp_path / "full")) == {k for k in _state(base) if k.startswith("encoder.")}
     assert json.loads((tmp_path / "full" / "model" / "config.json").read_text())["kind"] == "encoder"
 
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    class Crash(Exception):
-        pass
-
-    def save_then_crash(self, optimizer, final=False):
-        out = orig(self, optimizer, final)
-        if self.step == 4 and not final:
-            raise Crash()
-        return out
-
-    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, step=4):
         finetune(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(eng.Engine, "save", orig)
     assert not (tmp_path / "resumed" / "finetune.json").exists() and not (tmp_path / "resumed" / "model").exists()
     res = finetune(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert res["best_step"] == full["best_step"] and res["best_valid_score"] == full["best_valid_score"]
@@ -337,23 +323,8 @@ def test_cli_resume_continues_with_saved_settings(setup, tmp_path, monkeypatch, 
             "--set", "evaluate_every_epochs=0"]
     full, run = tmp_path / "full", tmp_path / "run"
     assert main([*args, "--out", str(full)]) == 0
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    class Crash(Exception):
-        pass
-
-    def save_then_crash(self, optimizer, final=False):
-        out = orig(self, optimizer, final)
-        if self.step == 2 and not final:
-            raise Crash()
-        return out
-
-    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, step=2):
         main([*args, "--out", str(run)])
-    monkeypatch.setattr(eng.Engine, "save", orig)
     capsys.readouterr()
     assert main(["finetune", "--out", str(run), "--resume", "--lr", "0.01", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from crash import crash_after_checkpoint
 from safetensors.torch import load_file
 
 pytest.importorskip("sentence_transformers")
@@ -210,23 +211,8 @@ def test_trained_audio_tower_resumes_exactly(setup, tmp_path, monkeypatch):
     full = train(cfg, tmp_path / "full", progress=False)
     assert full["status"] == "completed"
 
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    class Crash(Exception):
-        pass
-
-    def save_then_crash(self, optimizer, final=False):
-        out = orig(self, optimizer, final)
-        if self.step == 4 and not final:
-            raise Crash()
-        return out
-
-    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, step=4):
         train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(eng.Engine, "save", orig)
     assert not (tmp_path / "resumed" / "seed-0" / "model").exists()
     with pytest.raises(ValueError, match="--resume"):
         train(cfg, tmp_path / "resumed", progress=False)
@@ -382,23 +368,8 @@ def test_cluster_run_resumes_exactly(setup, tmp_path, monkeypatch):
     cfg = _cfg(data, root / "cache", cluster_weight=1.0, n_clusters="4", cluster_method="kmeans",
                train={"max_steps": 6, "ckpt_every": 2, "evaluate_every": 3, "log_every": 1})
     full = train(cfg, tmp_path / "full", progress=False)
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    class Crash(Exception):
-        pass
-
-    def save_then_crash(self, optimizer, final=False):
-        out = orig(self, optimizer, final)
-        if self.step == 4 and not final:
-            raise Crash()
-        return out
-
-    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, step=4):
         train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(eng.Engine, "save", orig)
     res = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert full["status"] == res["status"] == "completed"
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("clips_per_s", "elapsed_s")} for m in ms]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from crash import crash_after_checkpoint
 from safetensors.torch import load_file
 
 from audiofm.cli import main
@@ -128,23 +129,8 @@ def test_two_processes_on_one_out_never_both_run(tmp_path, audio_folder):
 def test_resume_continues_the_saved_run_and_refuses_changes(tmp_path, audio_folder, monkeypatch, capsys):
     full, run = tmp_path / "full", tmp_path / "run"
     assert main(_pretrain(audio_folder, full)) == 0
-    import audiofm.train.engine as eng
-
-    orig = eng.Engine.save
-
-    class Crash(Exception):
-        pass
-
-    def save_then_crash(self, optimizer, final=False):
-        out = orig(self, optimizer, final)
-        if self.step == 4 and not final:
-            raise Crash()
-        return out
-
-    monkeypatch.setattr(eng.Engine, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, step=4):
         main(_pretrain(audio_folder, run))
-    monkeypatch.undo()
     capsys.readouterr()
     # an option that changes the run is refused, with the difference shown; nothing is touched
     before = (run / "run_config.yaml").read_text()
