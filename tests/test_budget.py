@@ -62,7 +62,7 @@ def test_budget_holds_when_the_machine_slows_down(tmp_path: Path) -> None:
     recipe = SlowingRecipe(fast=0.02, slow=slow, after=15)
     cfg = _cfg(recipe, minutes)
     first = cfg.max_steps
-    assert first * slow > 2.5 * minutes * 60  # without re-fitting it would overshoot by far
+    assert first * slow > 2 * minutes * 60  # without re-fitting it would overshoot by far (~3.5× idle, ≥ 2× loaded)
     res = Engine(recipe, cfg, tmp_path / "run", progress=False, budget_minutes=minutes).fit()
     assert res["status"] == "completed" and res["step"] == cfg.max_steps < first
     # the training loop (first step to last) ends within the budget + one slow step (+ slack
