@@ -12,18 +12,10 @@ import soundfile as sf
 
 from audiofm.data.dataset import ClipStore
 from audiofm.data.manifest import Row
-from audiofm.retrieval.augment import (
-    LexiconRewriter,
-    TextModelError,
-    default_lexicon,
-    join_captions,
-    local_model_rewriter,
-    mix_pairs,
-    mixdown,
-    paraphrase,
-    paraphrase_rows,
-    render,
-)
+from audiofm.retrieval.augment import mix_pairs, mixdown, render
+from audiofm.retrieval.paraphrase import default_lexicon, join_captions, paraphrase, paraphrase_rows
+from audiofm.retrieval.rewriters import LexiconRewriter, local_model_rewriter
+from audiofm.retrieval.text import TextModelError
 
 # real captions of the rendered Clotho-style evaluation split (clotho_captions_evaluation.csv)
 CAPTIONS = [

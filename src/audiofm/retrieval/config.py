@@ -11,11 +11,11 @@ from typing import Annotated
 
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, check_ranges
 from ..train.engine import TrainConfig
+from .augment import MODES
 from .model import DualEncoderConfig
 
 DATA_FORMATS = ("auto", "clotho", "audiocaps", "pairs")
 CLUSTER_METHODS = ("kmeans", "agglomerative")
-MIX_MODES = ("mix", "concat", "both")
 
 
 @dataclass
@@ -56,8 +56,8 @@ class AugmentationConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if self.mix_mode not in MIX_MODES:
-            raise ValueError(f"mix_mode must be one of {', '.join(MIX_MODES)}, got {self.mix_mode!r}")
+        if self.mix_mode not in MODES:
+            raise ValueError(f"mix_mode must be one of {', '.join(MODES)}, got {self.mix_mode!r}")
         lo, hi = float(self.mix_snr_db[0]), float(self.mix_snr_db[1])
         if lo > hi:
             raise ValueError(f"mix_snr_db must be (low, high), got {self.mix_snr_db}")

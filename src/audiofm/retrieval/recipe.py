@@ -182,7 +182,7 @@ class RetrievalRecipe:
         aug = cfg.augmentation
         rows = list(train_rows)
         if aug.paraphrases:
-            from .augment import paraphrase_rows
+            from .paraphrase import paraphrase_rows
 
             rows = paraphrase_rows(rows, aug.paraphrases, seed)
         items: list[Any] = []
