@@ -37,7 +37,7 @@ DECODERS: dict[str, DecoderPreset] = {
     "base": DecoderPreset(dim=512, depth=8, heads=16),
 }
 #: registry short name → backbone name
-BACKBONE_NAMES = {"vit": "transformer", "mamba": "mamba", "xlstm": "xlstm"}
+BACKBONE_NAMES = {"vit": "transformer", "mamba": "mamba", "mamba2": "mamba2", "xlstm": "xlstm"}
 
 
 def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:

@@ -17,6 +17,7 @@ from .base import SIZE_DIMS, Backbone, BackboneConfig
 _MODULES = {
     "transformer": "audiofm.models.backbones.transformer",
     "mamba": "audiofm.models.backbones.mamba",
+    "mamba2": "audiofm.models.backbones.mamba2",
     "xlstm": "audiofm.models.backbones.xlstm",
 }
 _REGISTRY: dict[str, tuple[type[BackboneConfig], Callable[[Any], Backbone]]] = {}
