@@ -97,26 +97,34 @@ def ssd_scan(
     if pad:
         a, bm, cm = (F.pad(t, (0, 0, 0, pad)) for t in (a, bm, cm))
         xdt = F.pad(xdt, (0, 0, 0, 0, 0, pad))
-    a = a.view(bt, k, q, nh).permute(0, 3, 1, 2)  # (Bt, H, K, Q)
-    xdt = xdt.view(bt, k, q, nh, p).permute(0, 3, 1, 2, 4)  # (Bt, H, K, Q, P)
-    bm, cm = bm.view(bt, 1, k, q, n), cm.view(bt, 1, k, q, n)  # shared by the heads
-    acs = a.cumsum(-1)  # (Bt, H, K, Q): log-decay from the chunk's start through position i
-    decay = segsum(a).exp()  # (Bt, H, K, Q, Q)
-    # intra-chunk: (L ∘ C Bᵀ) (Δ x)
-    y = torch.matmul(decay * torch.matmul(cm, bm.transpose(-1, -2)), xdt)  # (Bt, H, K, Q, P)
-    # each chunk's end state from a zero start: Σ_j L[Q-1, j] (Δx)_j B_jᵀ
-    states = torch.matmul((xdt * decay[..., -1, :].unsqueeze(-1)).transpose(-1, -2), bm)  # (Bt, H, K, P, N)
+    # Chunks of the natural layout: B and C are shared by the heads, so the state and read-out
+    # matmuls run over all heads at once with (H, P) flattened to E; only the intra-chunk
+    # product is per head.
+    e = nh * p
+    a = a.view(bt, k, q, nh).transpose(-1, -2)  # (Bt, K, H, Q)
+    xdt = xdt.view(bt, k, q, nh, p)
+    bm, cm = bm.view(bt, k, q, n), cm.view(bt, k, q, n)
+    acs = a.cumsum(-1)  # (Bt, K, H, Q): log-decay from the chunk's start through position i
+    decay = segsum(a).exp()  # (Bt, K, H, Q, Q)
+    cb = torch.matmul(cm, bm.transpose(-1, -2)).unsqueeze(2)  # C Bᵀ: (Bt, K, 1, Q, Q)
+    # each chunk's end state from a zero start: Σ_j L[Q-1, j] (Δx)_j B_jᵀ, all heads at once
+    w = decay[..., -1, :].transpose(-1, -2).unsqueeze(-1)  # (Bt, K, Q, H, 1)
+    states = torch.matmul((xdt * w).view(bt, k, q, e).transpose(-1, -2), bm)  # (Bt, K, E, N)
     # carry the state across chunks
-    chunk_decay = acs[..., -1].exp()  # (Bt, H, K)
+    chunk_decay = acs[..., -1].exp()[..., None, None]  # (Bt, K, H, 1, 1)
     h = x.new_zeros(bt, nh, p, n) if h0 is None else h0.to(dtype)
     starts = []
     for c in range(k):
         starts.append(h)
-        h = torch.addcmul(states[:, :, c], chunk_decay[:, :, c, None, None], h)
-    start = torch.stack(starts, 2)  # (Bt, H, K, P, N)
-    # state entering each chunk, read out at every position: exp(acs_i) C_i · start
-    y = y + torch.matmul(cm, start.transpose(-1, -2)) * acs.exp().unsqueeze(-1)
-    y = y.permute(0, 2, 3, 1, 4).reshape(bt, k * q, nh, p)[:, :length]
+        h = torch.addcmul(states[:, c].view(bt, nh, p, n), chunk_decay[:, c], h)
+    start = torch.stack(starts, 1)  # (Bt, K, H, P, N)
+    # the state entering each chunk read out at every position, exp(acs_i) C_i · start, plus the
+    # intra-chunk part (L ∘ C Bᵀ) (Δ x), per head, in one matmul-add
+    c_dec = cm.unsqueeze(2) * acs.exp().unsqueeze(-1)  # (Bt, K, H, Q, N)
+    y_off = torch.matmul(c_dec, start.transpose(-1, -2))  # (Bt, K, H, Q, P)
+    xdt_h = xdt.transpose(2, 3).reshape(-1, q, p)  # (Bt*K*H, Q, P)
+    y = torch.baddbmm(y_off.view(-1, q, p), (decay * cb).view(-1, q, q), xdt_h)
+    y = y.view(bt, k, nh, q, p).transpose(2, 3).reshape(bt, k * q, nh, p)[:, :length]
     if D is not None:
         y = torch.addcmul(y, x, D.to(dtype)[:, None])
     y = y.to(out_dtype)
