@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=6000, help="inference length of the stacks")
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--train-tokens", type=int, default=496)
-    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=[32, 64, 128], help="Mamba-2 chunk lengths")
+    ap.add_argument("--chunk-sizes", type=int, nargs="+", default=[32, 64], help="Mamba-2 chunk lengths")
     ap.add_argument("--seconds", type=float, nargs="*", default=SECONDS, help="encoder clip lengths (none: skip)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--repeat-budget", type=float, default=60.0,

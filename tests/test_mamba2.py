@@ -126,13 +126,13 @@ def test_mixer_matches_a_sequential_reference_of_the_block():
         mixer.cfg.chunk_size = 4
     torch.testing.assert_close(y_one, y, atol=1e-12, rtol=0)
     # the reference recurrence on the mixer's own features
-    z, xs, (bcdt,) = mixer._split(x)
+    z, xbc, dt_raw = mixer.in_proj(x).split([32, 32 + 2 * 4, mixer.cfg.nheads], -1)  # [z, x, B, C, Δ]
     from audiofm.models.backbones._scan import causal_conv
 
     n, h, p = 4, mixer.cfg.nheads, 8
-    u, _ = causal_conv(torch.cat([xs, bcdt[..., : 2 * n]], -1), mixer.conv_weight[0], mixer.conv_bias[0])
+    u, _ = causal_conv(xbc, mixer.conv_weight[0], mixer.conv_bias[0])
     xu, bm, cm = torch.nn.functional.silu(u).split([32, n, n], -1)
-    dt = torch.nn.functional.softplus(bcdt[..., 2 * n :] + mixer.dt_bias[0])
+    dt = torch.nn.functional.softplus(dt_raw + mixer.dt_bias[0])
     ys = ssd_scan_ref(xu.view(2, 19, h, p), dt, mixer.A[0], bm, cm, mixer.D[0]).reshape(2, 19, 32)
     ref = mixer.out_proj(mixer.norm(ys * torch.nn.functional.silu(z)))
     torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)

@@ -1,4 +1,4 @@
-"""Backbone registry: ``build_backbone(name, **fields)`` for 'transformer', 'mamba', 'xlstm'.
+"""Backbone registry: ``build_backbone(name, **fields)`` for 'transformer', 'mamba', 'mamba2', 'xlstm'.
 
 Backbones register themselves (their typed config class and builder) with
 :func:`register_backbone`; their modules, listed once in ``_MODULES``, are imported lazily so that

@@ -113,11 +113,19 @@ def ssd_scan(
     # carry the state across chunks
     chunk_decay = acs[..., -1].exp()[..., None, None]  # (Bt, K, H, 1, 1)
     h = x.new_zeros(bt, nh, p, n) if h0 is None else h0.to(dtype)
-    starts = []
-    for c in range(k):
-        starts.append(h)
-        h = torch.addcmul(states[:, c].view(bt, nh, p, n), chunk_decay[:, c], h)
-    start = torch.stack(starts, 1)  # (Bt, K, H, P, N)
+    states = states.view(bt, k, nh, p, n)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (states, chunk_decay, h)):
+        starts = []
+        for c in range(k):
+            starts.append(h)
+            h = torch.addcmul(states[:, c], chunk_decay[:, c], h)
+        start = torch.stack(starts, 1)  # (Bt, K, H, P, N)
+    else:  # the same recurrence written into one buffer (no autograd: inference)
+        start = x.new_empty(bt, k, nh, p, n)
+        start[:, 0] = h
+        for c in range(k - 1):
+            torch.addcmul(states[:, c], chunk_decay[:, c], start[:, c], out=start[:, c + 1])
+        h = torch.addcmul(states[:, k - 1], chunk_decay[:, k - 1], start[:, k - 1])
     # the state entering each chunk read out at every position, exp(acs_i) C_i · start, plus the
     # intra-chunk part (L ∘ C Bᵀ) (Δ x), per head, in one matmul-add
     c_dec = cm.unsqueeze(2) * acs.exp().unsqueeze(-1)  # (Bt, K, H, Q, N)
@@ -204,5 +212,6 @@ def ssd_scan_fused(
     if not x.is_cuda:
         raise RuntimeError("impl='fused' runs only on CUDA tensors; use impl='torch' on CPU")
     return mamba_chunk_scan_combined(
-        x, dt, A, B.unsqueeze(2), C.unsqueeze(2), chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True
+        x.contiguous(), dt.contiguous(), A, B.unsqueeze(2).contiguous(), C.unsqueeze(2).contiguous(), chunk_size,
+        D=D, dt_bias=dt_bias, dt_softplus=True,
     )

@@ -44,7 +44,8 @@ class Mamba2Config(BackboneConfig):
     initial -A per head (uniform). direction: "forward", "bidirectional" (both directions,
     averaged) or "alternating" (even blocks forward, odd blocks reversed). impl: "torch" (chunked
     PyTorch SSD scan), "fused" (mamba-ssm Triton kernel; error if unavailable) or "auto" (fused
-    when possible). chunk_size: positions per SSD chunk (the matmul tile). recompute: in
+    when possible). chunk_size: positions per SSD chunk (the matmul tile; 32 was the fastest on
+CPU of 16-128, benchmarks/bench_mamba2.py). recompute: in
     training, recompute the mixer's conv and scan in backward instead of storing them."""
 
     d_state: PositiveInt = 64
@@ -57,7 +58,7 @@ class Mamba2Config(BackboneConfig):
     a_max: Annotated[float, Range(ge=1.0)] = 16.0
     direction: Direction = "bidirectional"
     impl: Impl = "torch"
-    chunk_size: PositiveInt = 64
+    chunk_size: PositiveInt = 32
     recompute: bool = True
 
     def __post_init__(self) -> None:
@@ -126,32 +127,38 @@ class Mamba2Mixer(nn.Module):
     def A(self) -> Tensor:
         return -torch.exp(self.A_log)  # (ndir, H)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """(B, L, D) → z, x (B, L, E) and per direction the (B, C, Δ) projections (B, L, 2N+H)."""
+    def _split(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(B, L, D) → the gate z (B, L, E) and the SSM inputs: one direction: the pre-conv
+        stream (x, B, C) (B, L, E+2N) and Δ (B, L, H); two: x (B, L, E) and each direction's
+        (B, C, Δ) (B, L, 2N+H). Columns follow the in_proj rows, so these are views, no copies."""
         e, n, h = self.cfg.d_inner, self.cfg.d_state, self.cfg.nheads
-        z, xs, *bcdt = self.in_proj(x).split([e, e] + [2 * n + h] * self.ndir, dim=-1)
-        return z, xs, bcdt
+        sizes = [e, e + 2 * n, h] if self.ndir == 1 else [e, e, 2 * n + h, 2 * n + h]
+        z, *parts = self.in_proj(x).split(sizes, dim=-1)
+        return z, parts
 
     def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         # x: (B, N, D); padded tokens are zero and come after every real token of their row.
-        z, xs, bcdt = self._split(x)
+        z, parts = self._split(x)
         if self.cfg.recompute and self.training and torch.is_grad_enabled():
-            y = checkpoint(self._ssm, xs, pad_mask, *bcdt, use_reentrant=False)
+            y = checkpoint(self._ssm, pad_mask, *parts, use_reentrant=False)
         else:
-            y = self._ssm(xs, pad_mask, *bcdt)
+            y = self._ssm(pad_mask, *parts)
         return self.out_proj(self.norm(y * F.silu(z)))
 
-    def _ssm(self, xs: Tensor, pad_mask: Tensor | None, *bcdt: Tensor) -> Tensor:
-        """xs: (B, N, E) stream, bcdt: per direction (B, N, 2N+H) → SSM output (B, N, E),
-        directions averaged."""
+    def _ssm(self, pad_mask: Tensor | None, *parts: Tensor) -> Tensor:
+        """The SSM inputs of :meth:`_split` → SSM output (B, N, E), directions averaged."""
+        if self.ndir == 1:
+            xbc, dt = parts
+            return self._scan(xbc.unsqueeze(0), dt.unsqueeze(0))[0][0]
         n = self.cfg.d_state
-        streams = [torch.cat([xs, bcdt[0][..., : 2 * n]], -1)]
-        dts = [bcdt[0][..., 2 * n :]]
-        if self.ndir == 2:
-            streams.append(reverse_within_length(torch.cat([xs, bcdt[1][..., : 2 * n]], -1), pad_mask))
-            dts.append(reverse_within_length(bcdt[1][..., 2 * n :], pad_mask))
-        y, _, _ = self._scan(torch.stack(streams), torch.stack(dts))  # (ndir, B, N, E)
-        return y[0] if self.ndir == 1 else 0.5 * (y[0] + reverse_within_length(y[1], pad_mask))
+        xs, fwd, bwd = parts
+        streams = torch.stack([
+            torch.cat([xs, fwd[..., : 2 * n]], -1),
+            reverse_within_length(torch.cat([xs, bwd[..., : 2 * n]], -1), pad_mask),
+        ])
+        dts = torch.stack([fwd[..., 2 * n :], reverse_within_length(bwd[..., 2 * n :], pad_mask)])
+        y = self._scan(streams, dts)[0]  # (2, B, N, E)
+        return 0.5 * (y[0] + reverse_within_length(y[1], pad_mask))
 
     def _scan(
         self, xbc: Tensor, dt_raw: Tensor, conv_state: Tensor | None = None, h0: Tensor | None = None
@@ -191,10 +198,8 @@ class Mamba2Mixer(nn.Module):
     def step(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Forward-direction mixer on a chunk of consecutive tokens x: (B, l, D) with state
         (conv state (B, d_conv-1, E+2N), SSM state (B, H, P, N)). Always the PyTorch scan."""
-        n = self.cfg.d_state
-        z, xs, (bcdt,) = self._split(x)
-        xbc = torch.cat([xs, bcdt[..., : 2 * n]], -1).unsqueeze(0)
-        y, conv_state, h = self._scan(xbc, bcdt[..., 2 * n :].unsqueeze(0), state[0].unsqueeze(0), state[1])
+        z, (xbc, dt) = self._split(x)
+        y, conv_state, h = self._scan(xbc.unsqueeze(0), dt.unsqueeze(0), state[0].unsqueeze(0), state[1])
         assert h is not None
         return self.out_proj(self.norm(y[0] * F.silu(z))), (conv_state[0], h)
 
