@@ -43,11 +43,14 @@ def test_segsum_is_the_masked_sum_of_log_decays():
             torch.testing.assert_close(s[:, i, j], want, atol=1e-15, rtol=0)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 8, 16, 37, 64])  # 37 positions: 4, 8, 16 leave a partial chunk
-def test_chunked_ssd_matches_reference(chunk_size):
+@pytest.mark.parametrize(  # 37 positions: chunks of 4, 8, 16 leave a partial one; blocks of 8 and 16 chunks
+    ("chunk_size", "block_size"), [(1, None), (4, None), (8, None), (16, None), (37, None), (64, None),
+                                   (4, 8), (1, 16), (8, 16)]
+)
+def test_chunked_ssd_matches_reference(chunk_size, block_size):
     ins = ssd_inputs(2, 37, 3, 4, 5)
     y_ref, h_ref = ssd_scan_ref(*ins, return_last_state=True)
-    y, h = ssd_scan(*ins, return_last_state=True, chunk_size=chunk_size)
+    y, h = ssd_scan(*ins, return_last_state=True, chunk_size=chunk_size, block_size=block_size)
     torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=0)
     wy, wh = torch.randn_like(y), torch.randn_like(h)

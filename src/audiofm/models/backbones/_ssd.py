@@ -15,6 +15,9 @@ Q positions is a masked matrix product (Dao & Gu 2024, "Transformers are SSMs"):
 * a short recurrence over the K chunks carries the state, ``start_{c+1} = exp(Σ_c Δ A) start_c + S_c``;
 * output = intra + ``exp(Σ_{k≤i} Δ_k A) C_i · start_c``.
 
+Long sequences are cut into blocks of whole chunks (a few MB of work tensors each), the state
+carried from block to block, so memory is linear in length.
+
 The matmuls are over (Q × Q), (Q × N) and (P × N) tiles, so the work is compute- rather than
 memory-bound (unlike the element-wise S6 scan of :mod:`._scan`, whose state is per channel).
 Autograd differentiates the chunked form directly (memory per step is O(L·Q·heads); the mixer's
@@ -30,6 +33,9 @@ from typing import Literal, overload
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: Elements of the largest work tensors of one block of :func:`ssd_scan`.
+_BLOCK_ELEMS = 1 << 22
 
 
 def segsum(a: Tensor) -> Tensor:
@@ -55,12 +61,12 @@ def _decay_rate(A: Tensor, batch: int) -> Tensor:
 @overload
 def ssd_scan(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ..., h0: Tensor | None = ...,
-    return_last_state: Literal[False] = ..., chunk_size: int = ...,
+    return_last_state: Literal[False] = ..., chunk_size: int = ..., block_size: int | None = ...,
 ) -> Tensor: ...
 @overload
 def ssd_scan(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = ..., h0: Tensor | None = ...,
-    *, return_last_state: Literal[True], chunk_size: int = ...,
+    *, return_last_state: Literal[True], chunk_size: int = ..., block_size: int | None = ...,
 ) -> tuple[Tensor, Tensor]: ...
 def ssd_scan(
     x: Tensor,
@@ -71,7 +77,8 @@ def ssd_scan(
     D: Tensor | None = None,
     h0: Tensor | None = None,
     return_last_state: bool = False,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
+    block_size: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked SSD scan (pure PyTorch; batched matmuls per chunk, a recurrence over chunks).
 
@@ -79,16 +86,45 @@ def ssd_scan(
     negative; B, C: (Bt, L, N); D: (H,) skip; h0: (Bt, H, P, N) initial state. Returns
     y (Bt, L, H, P) and, if asked, the last state (Bt, H, P, N). A length that is not a
     multiple of ``chunk_size`` is zero-padded (Δ = 0: decay 1, no input, so the state is
-    unchanged). Runs in at least float32 (half-precision inputs are promoted, y cast back).
+    unchanged). Long inputs are processed in blocks of whole chunks (``block_size`` positions;
+    None = about :data:`_BLOCK_ELEMS` elements of work tensors per block), the state carried
+    from block to block: memory is linear in length and the work tensors stay small (large
+    fresh buffers cost more than the arithmetic on CPU). Runs in at least float32
+    (half-precision inputs are promoted, y cast back).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be ≥ 1, got {chunk_size}")
     out_dtype = x.dtype
     dtype = torch.promote_types(x.dtype, torch.float32)
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
+    h = None if h0 is None else h0.to(dtype)
     bt, length, nh, p = x.shape
     n = B.shape[-1]
     q = max(1, min(chunk_size, length))
+    if block_size is None:
+        per_pos = bt * nh * (q + p + p * n // q)  # decay rows, x, chunk states per position
+        block_size = max(4, _BLOCK_ELEMS // (per_pos * q)) * q
+    block = max(q, block_size // q * q)
+    if length <= block:
+        y, h = _ssd_chunked(x, dt, A, B, C, h, q)
+    else:
+        ys = []
+        for s in range(0, length, block):
+            sl = slice(s, s + block)
+            y_blk, h = _ssd_chunked(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, q)
+            ys.append(y_blk)
+        y = torch.cat(ys, 1)
+    if D is not None:
+        y = torch.addcmul(y, x, D.to(dtype)[:, None])
+    y = y.to(out_dtype)
+    return (y, h) if return_last_state else y
+
+
+def _ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, q: int
+                 ) -> tuple[Tensor, Tensor]:
+    """One block of :func:`ssd_scan` (no D skip, dtype already promoted): (y, last state)."""
+    bt, length, nh, p = x.shape
+    n = B.shape[-1]
     k = -(-length // q)
     pad = k * q - length
     a = dt * _decay_rate(A, bt)  # (Bt, L, H) log-decays Δ·A ≤ 0
@@ -112,7 +148,7 @@ def ssd_scan(
     states = torch.matmul((xdt * w).view(bt, k, q, e).transpose(-1, -2), bm)  # (Bt, K, E, N)
     # carry the state across chunks
     chunk_decay = acs[..., -1].exp()[..., None, None]  # (Bt, K, H, 1, 1)
-    h = x.new_zeros(bt, nh, p, n) if h0 is None else h0.to(dtype)
+    h = x.new_zeros(bt, nh, p, n) if h0 is None else h0
     states = states.view(bt, k, nh, p, n)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (states, chunk_decay, h)):
         starts = []
@@ -133,10 +169,7 @@ def ssd_scan(
     xdt_h = xdt.transpose(2, 3).reshape(-1, q, p)  # (Bt*K*H, Q, P)
     y = torch.baddbmm(y_off.view(-1, q, p), (decay * cb).view(-1, q, q), xdt_h)
     y = y.view(bt, k, nh, q, p).transpose(2, 3).reshape(bt, k * q, nh, p)[:, :length]
-    if D is not None:
-        y = torch.addcmul(y, x, D.to(dtype)[:, None])
-    y = y.to(out_dtype)
-    return (y, h) if return_last_state else y
+    return y, h
 
 
 @overload
