@@ -97,7 +97,7 @@ def ssd_scan(
     out_dtype = x.dtype
     dtype = torch.promote_types(x.dtype, torch.float32)
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
-    h = None if h0 is None else h0.to(dtype)
+    h: Tensor | None = None if h0 is None else h0.to(dtype)
     bt, length, nh, p = x.shape
     n = B.shape[-1]
     q = max(1, min(chunk_size, length))
@@ -105,15 +105,13 @@ def ssd_scan(
         per_pos = bt * nh * (q + p + p * n // q)  # decay rows, x, chunk states per position
         block_size = max(4, _BLOCK_ELEMS // (per_pos * q)) * q
     block = max(q, block_size // q * q)
-    if length <= block:
-        y, h = _ssd_chunked(x, dt, A, B, C, h, q)
-    else:
-        ys = []
-        for s in range(0, length, block):
-            sl = slice(s, s + block)
-            y_blk, h = _ssd_chunked(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, q)
-            ys.append(y_blk)
-        y = torch.cat(ys, 1)
+    ys = []
+    for s in range(0, length, block):
+        sl = slice(s, s + block)
+        y_blk, h = _ssd_chunked(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, q)
+        ys.append(y_blk)
+    assert h is not None
+    y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
     if D is not None:
         y = torch.addcmul(y, x, D.to(dtype)[:, None])
     y = y.to(out_dtype)
