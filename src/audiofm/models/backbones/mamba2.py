@@ -172,7 +172,7 @@ class Mamba2Mixer(nn.Module):
         u, conv_state = causal_conv(xbc, self.conv_weight[:, None], self.conv_bias[:, None], conv_state)
         xs, bm, cm = F.silu(u).split([e, n, n], dim=-1)
         xs = xs.reshape(nd, b, length, h, p)
-        if self.exportable:  # (ndir, B, L, ·) scanned over L; A: (ndir, 1, H)
+        if self.exportable and h0 is None:  # (ndir, B, L, ·) scanned over L; A: (ndir, 1, H)
             dt = F.softplus(dt_raw + self.dt_bias[:, None, None])
             y = ssd_scan_traceable(xs, dt, self.A[:, None], bm, cm)
             y = torch.addcmul(y, xs, self.D[:, None, None, :, None])
