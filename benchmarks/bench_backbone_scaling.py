@@ -1,13 +1,13 @@
-"""Embedding latency and memory of the three tiny encoders vs clip length (CPU, batch 1, one pass).
+"""Embedding latency and memory of the tiny encoders vs clip length (CPU, batch 1, one pass).
 
     python benchmarks/bench_backbone_scaling.py                          # 10 30 60 120 300 600 s
     python benchmarks/bench_backbone_scaling.py --seconds 10 30 --backbones mamba xlstm --out /tmp/b
 
 Tokens for a clip of S seconds with the default front end (10 ms hop, 128 mel bins, 16×16
 patches): 8 × floor(S·100/16). The encoders are the tiny presets (Transformer dim 192 depth 12
-heads 3 with SDPA attention; Mamba and xLSTM parameter-matched and bidirectional).
+heads 3 with SDPA attention; Mamba, Mamba-2 and xLSTM parameter-matched and bidirectional).
 
-What is timed is the whole embedding path of the tiny encoder (``msm_{vit,mamba,xlstm}_tiny``):
+What is timed is the whole embedding path of the tiny encoder (``msm_{vit,mamba,mamba2,xlstm}_tiny``):
 log-mel front end → patches → patch embedding + positions → backbone → norm → frame embeddings
 (``AudioEncoder.frame_embeddings``), on random audio, in one pass (no chunking), inference mode.
 Each (backbone, length) runs in its own subprocess. Latency: one warm-up forward on at most 2048
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 SECONDS = [10, 30, 60, 120, 300, 600]
-BACKBONES = ["transformer", "mamba", "xlstm"]
+BACKBONES = ["transformer", "mamba", "mamba2", "xlstm"]
 WARMUP_TOKENS = 2048
 
 
@@ -51,7 +51,8 @@ def _maxrss_mib() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-PRESETS = {"transformer": "msm_vit_tiny", "mamba": "msm_mamba_tiny", "xlstm": "msm_xlstm_tiny"}
+PRESETS = {"transformer": "msm_vit_tiny", "mamba": "msm_mamba_tiny", "mamba2": "msm_mamba2_tiny",
+           "xlstm": "msm_xlstm_tiny"}
 
 
 def build(name: str):  # -> AudioEncoder

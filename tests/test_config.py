@@ -242,7 +242,7 @@ def test_old_checkpoint_config_dict_still_loads() -> None:
 
 
 def test_presets_are_named_tables_of_one_width_per_size() -> None:
-    assert len(list_models()) == 3 * len(SIZE_DIMS)
+    assert len(list_models()) == 4 * len(SIZE_DIMS)
     for name in list_models():
         size = name.rsplit("_", 1)[1]
         cfg = model_config(name)

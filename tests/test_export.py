@@ -35,6 +35,7 @@ ONNX_ATOL = 1e-4
 VARIANTS = [
     ("msm_vit_debug", {}),
     *[("msm_mamba_debug", {"direction": d}) for d in ("bidirectional", "forward", "alternating")],
+    *[("msm_mamba2_debug", {"direction": d}) for d in ("bidirectional", "forward", "alternating")],
     *[("msm_xlstm_debug", {"direction": d}) for d in ("bidirectional", "forward", "alternating")],
     ("msm_xlstm_debug", {"form": "parallel"}),
     ("msm_xlstm_debug", {"form": "recurrent", "direction": "alternating"}),
@@ -96,6 +97,7 @@ ORT = pytest.importorskip("onnxruntime", reason="the export extra is not install
 EXPORTS = {  # preset → (backbone overrides, front end): every backbone, both front-end layouts
     "msm_vit_debug": ({}, "included"),
     "msm_mamba_debug": ({"direction": "alternating"}, "included"),
+    "msm_mamba2_debug": ({"direction": "alternating"}, "included"),
     "msm_xlstm_debug": ({}, "separate"),
 }
 

@@ -9,7 +9,7 @@ VIT_PRESETS = [n for n in list_models() if n.startswith("msm_vit")]
 
 def test_registry_lists_all_backbones_and_sizes():
     names = set(list_models())
-    for bb in ("vit", "mamba", "xlstm"):
+    for bb in ("vit", "mamba", "mamba2", "xlstm"):
         for size in ("debug", "tiny", "small", "base"):
             assert f"msm_{bb}_{size}" in names
     with pytest.raises(KeyError, match="unknown model"):

@@ -1,18 +1,18 @@
-"""What the Mamba and xLSTM backbones share: streaming rules, fused-kernel fallback, presets."""
+"""What the Mamba, Mamba-2 and xLSTM backbones share: streaming rules, fused-kernel fallback, presets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from audiofm.models.backbones import build_backbone, mamba, xlstm
+from audiofm.models.backbones import build_backbone, mamba, mamba2, xlstm
 from audiofm.models.backbones._scan import stream_backbone
 
 F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops; threads only add stalls
-KINDS = ["mamba", "xlstm"]
-PRESETS = {"mamba": mamba.preset_fields, "xlstm": xlstm.preset_fields}
-SMALL = {"mamba": dict(d_state=4, expand=2), "xlstm": dict(heads=2)}
+KINDS = ["mamba", "mamba2", "xlstm"]
+PRESETS = {"mamba": mamba.preset_fields, "mamba2": mamba2.preset_fields, "xlstm": xlstm.preset_fields}
+SMALL = {"mamba": dict(d_state=4, expand=2), "mamba2": dict(d_state=4, expand=2, headdim=8), "xlstm": dict(heads=2)}
 TRANSFORMER_SIZES = {
     "debug": dict(dim=64, depth=2, heads=2),
     "tiny": dict(dim=192, depth=12, heads=3),

@@ -41,7 +41,7 @@ def stream_all(stream, wave: np.ndarray, sizes: list[int]):
     return np.concatenate([*out, f]), np.concatenate([*times, t])
 
 
-@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_xlstm_debug"])
+@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_mamba2_debug", "msm_xlstm_debug"])
 @pytest.mark.parametrize("seconds", [0.01, 0.3, 2.37])
 def test_stream_equals_one_pass(tmp_path, preset, seconds):
     emb = forward_embedder(tmp_path, preset)
@@ -92,7 +92,7 @@ def test_stream_refuses_what_cannot_stream(tmp_path):
         emb.stream().push(np.array([0.0, np.nan], dtype=np.float32))
 
 
-@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_xlstm_debug"])
+@pytest.mark.parametrize("preset", ["msm_mamba_debug", "msm_mamba2_debug", "msm_xlstm_debug"])
 def test_ten_minutes_in_one_pass(tmp_path, preset):
     """A 10-minute file in one pass (no chunking); for a causal encoder its first frames equal
     those of the first 16 s alone, and streaming the last minute continues it exactly."""

@@ -45,7 +45,7 @@ def _backbone_cfg_type(data: Mapping[str, Any]) -> type[BackboneConfig]:
 @dataclass
 class EncoderConfig:
     """frontend: log-mel settings and normalisation stats. patch_f / patch_t: patch size in mel
-    bins × frames. backbone: a registered backbone name ('transformer' | 'mamba' | 'xlstm').
+    bins × frames. backbone: a registered backbone name ('transformer' | 'mamba' | 'mamba2' | 'xlstm').
     backbone_cfg: that backbone's typed config (:class:`~.backbones.base.BackboneConfig`
     subclass; a mapping of its fields is converted, missing fields take that class's defaults,
     None gives all defaults). ``to_dict`` writes it back as a mapping."""

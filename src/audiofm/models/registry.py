@@ -1,7 +1,7 @@
 """Model registry: ``create_model("msm_vit_tiny", **overrides)``.
 
 A preset is a few numbers over one class (:class:`~audiofm.models.msm.MSMModel`). Names are
-``msm_<backbone>_<size>`` with backbone vit (Transformer), mamba or xlstm and size debug, tiny,
+``msm_<backbone>_<size>`` with backbone vit (Transformer), mamba, mamba2 (SSD) or xlstm and size debug, tiny,
 small or base. The encoder of each size comes from its backbone's preset table
 (:func:`~audiofm.models.backbones.preset_fields`, all of one width per size), the decoder from
 :data:`DECODERS`. Overrides of ``None`` are dropped, so CLI defaults never override presets.
@@ -37,7 +37,7 @@ DECODERS: dict[str, DecoderPreset] = {
     "base": DecoderPreset(dim=512, depth=8, heads=16),
 }
 #: registry short name → backbone name
-BACKBONE_NAMES = {"vit": "transformer", "mamba": "mamba", "xlstm": "xlstm"}
+BACKBONE_NAMES = {"vit": "transformer", "mamba": "mamba", "mamba2": "mamba2", "xlstm": "xlstm"}
 
 
 def register_preset(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], dict[str, Any]]]:

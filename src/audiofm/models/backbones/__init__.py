@@ -1,4 +1,4 @@
-"""Backbone registry: ``build_backbone(name, **fields)`` for 'transformer', 'mamba', 'xlstm'.
+"""Backbone registry: ``build_backbone(name, **fields)`` for 'transformer', 'mamba', 'mamba2', 'xlstm'.
 
 Backbones register themselves (their typed config class and builder) with
 :func:`register_backbone`; their modules, listed once in ``_MODULES``, are imported lazily so that
@@ -17,6 +17,7 @@ from .base import SIZE_DIMS, Backbone, BackboneConfig
 _MODULES = {
     "transformer": "audiofm.models.backbones.transformer",
     "mamba": "audiofm.models.backbones.mamba",
+    "mamba2": "audiofm.models.backbones.mamba2",
     "xlstm": "audiofm.models.backbones.xlstm",
 }
 _REGISTRY: dict[str, tuple[type[BackboneConfig], Callable[[Any], Backbone]]] = {}
