@@ -1,10 +1,12 @@
 """Tables from the per-seed score files (``scores/seed<N>.csv``) of `audiofm asd run`
 directories, finished or stopped early (a run writes results.csv only at its end).
 
-    python benchmarks/asd_collect.py DCASE_ROOT RUN_DIR [RUN_DIR ...]
+    python benchmarks/asd_collect.py DCASE_ROOT RUN_DIR [LABEL=RUN_DIR,RUN_DIR ...]
 
 Prints one markdown row per run and machine type: seeds found, AUC-s, AUC-t, pAUC, official
-score (mean ± 95 % t-CI over seeds, %), total seconds when the run finished.
+score (mean ± 95 % t-CI over seeds, %), total seconds when the run finished. ``LABEL=A,B`` pools
+the seeds of several run directories (e.g. seed 0 in A, seeds 1-2 added with ``--first-seed 1``
+in B) into one row; a seed found in two of them is an error. The seconds are then summed.
 """
 
 import csv
@@ -23,21 +25,27 @@ def collect(root, runs):
     rows = read_dcase(root)
     _, test = split_rows(rows)
     out = []
-    for run in runs:
-        run = Path(run)
-        files = sorted((run / "scores").glob("seed*.csv")) if (run / "scores").is_dir() else []
+    for spec in runs:
+        label, sep, dirs = spec.partition("=")
+        paths = [Path(d) for d in (dirs if sep else spec).split(",")]
+        label = label if sep else paths[0].name
+        files = [f for run in paths if (run / "scores").is_dir() for f in sorted((run / "scores").glob("seed*.csv"))]
         if not files:
             continue
+        seeds = [int(f.stem[4:]) for f in files]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"{spec}: a seed occurs in more than one run directory: {sorted(seeds)}")
         res = []
-        for f in files:
-            seed = int(f.stem[4:])
+        for f, seed in zip(files, seeds):
             with f.open() as fh:
                 sc = {r["id"]: float(r["score"]) for r in csv.DictReader(fh)}
             scores = np.array([sc[r.id] for r in test])
-            res += long_rows(test, scores, model=run.name, method="", seed=seed, n_train={})
+            res += long_rows(test, scores, model=label, method="", seed=seed, n_train={})
         summ = summary_table(res)
-        t = json.loads((run / "timings.json").read_text()) if (run / "timings.json").is_file() else {}
-        out.append((run.name, len(files), summ, t.get("total_seconds")))
+        times = [json.loads((run / "timings.json").read_text()).get("total_seconds") if (run / "timings.json").is_file()
+                 else None for run in paths]
+        secs = None if None in times else round(sum(times), 1)
+        out.append((label, len(files), summ, secs))
     return out
 
 def fmt(r):

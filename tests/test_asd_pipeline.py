@@ -93,3 +93,57 @@ def test_stages_alone(root, tmp_path):
     sc = tmp_path / "score"
     assert main(["asd", "score", "--data", str(root), "--embeddings", str(emb2), "--out", str(sc)]) == 0
     assert {r["metric"] for r in _results(sc)} == {"auc_source", "auc_target", "pauc", "official_score"}
+
+
+def _peer_installed(name):
+    """The peer builds here (its optional packages are installed), else the reason it does not."""
+    from audiofm.peers import get_peer
+
+    try:
+        get_peer(name)
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("peer", ["aisfx", "birdnet"])
+def test_run_frozen_peer(root, tmp_path, capsys, peer):
+    """Peers are frozen ASD baselines by name, resolved by audiofm.eval.baselines.make_baseline."""
+    missing = _peer_installed(peer)
+    if missing:
+        pytest.skip(f"peer {peer} not installed: {missing}")
+    run = tmp_path / peer
+    assert main(["asd", "run", "--data", str(root), "--model", peer, "--out", str(run), "--no-progress"]) == 0
+    res = _results(run)
+    assert {r["task"] for r in res} == {"fan", "pump"} and {r["model"] for r in res} == {peer}
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in res)
+    capsys.readouterr()
+    # a peer has no audiofm weights to adapt
+    assert main(["asd", "run", "--data", str(root), "--model", peer, "--method", "pseudo-ft",
+                 "--out", str(tmp_path / "ft"), "--no-progress"]) == 2
+    assert f"peer {peer!r} is not an audiofm model" in capsys.readouterr().err
+
+
+def test_make_embedder_names(tmp_path):
+    from audiofm.asd.pipeline import baseline_name, make_embedder
+    from audiofm.eval.baselines import LogMelEmbedder
+
+    assert isinstance(make_embedder("logmel"), LogMelEmbedder)
+    assert baseline_name("logmel") == "logmel" and baseline_name("aisfx") == "aisfx"
+    assert baseline_name("birdnet:min_conf=0.2") == "birdnet" and baseline_name("msm_vit_tiny") is None
+    with pytest.raises(ValueError, match="takes no settings"):
+        make_embedder("logmel:n_mels=64")
+    with pytest.raises(FileNotFoundError, match="nor a preset name.*'logmel' or a peer \\(aisfx, birdnet"):
+        make_embedder(str(tmp_path / "nope"))
+    (tmp_path / "aisfx").mkdir()  # an existing path is a checkpoint, never a peer name
+    assert baseline_name(str(tmp_path / "aisfx")) is None
+
+
+def test_first_seed(root, tmp_path):
+    """--first-seed adds seeds to a finished run in a new run directory (plots from its first seed)."""
+    run = tmp_path / "more"
+    assert main(["asd", "run", "--data", str(root), "--model", "msm_vit_debug", "--seeds", "1", "--first-seed", "2",
+                 "--out", str(run), "--no-progress"]) == 0
+    assert {r["seed"] for r in _results(run)} == {"2"}
+    assert (run / "scores" / "seed2.csv").is_file() and (run / "plots" / "roc_fan.png").is_file()
+    assert not (run / "scores" / "seed0.csv").exists()

@@ -41,13 +41,17 @@ def add_parsers(subparsers: Any) -> None:
                                    "and config.json to --out. Settings: AsdConfig (audiofm.asd.pipeline; sections "
                                    "dapt, pseudo, finetune, ae) — defaults < --config < flags < --set.")
     r.add_argument("--data", metavar="DCASE_ROOT", help="machine-type folder or folder of them (required)")
-    r.add_argument("--model", metavar="CKPT", help="checkpoint / run dir, a preset name (random init) or 'logmel' "
-                   "(required except for --method ae)")
+    r.add_argument("--model", metavar="CKPT", help="checkpoint / run dir, a preset name (random init), or with "
+                   "--method frozen only 'logmel' or a peer: {@audiofm.asd.pipeline:PEERS} (settings as "
+                   "NAME:KEY=VALUE; resolved by audiofm.eval.baselines.make_baseline) (required except for "
+                   "--method ae)")
     r.add_argument("--method", choices=["frozen", "dapt", "pseudo-ft", "attr-ft", "ae"],
                    help="what to do with the model (default: {method})")
     r.add_argument("--backend", help="scoring backend, one of {@audiofm.asd.scoring:BACKENDS} (default: {backend})")
     r.add_argument("--k", type=int, help="neighbours of the kNN backends (default: {k})")
-    r.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: {seeds})")
+    r.add_argument("--seeds", type=int, help="number of seeds, from --first-seed on (default: {seeds})")
+    r.add_argument("--first-seed", type=int, help="first seed, e.g. to add seeds 1-2 to a one-seed run in a new "
+                   "--out (default: {first_seed})")
     r.add_argument("--out", metavar="RUN_DIR", help="new run directory (required)")
     r.add_argument("--label", help="model label in the tables (default: the model's name)")
     r.add_argument("--year", type=int, help="force the DCASE layout year (default: detected)")
@@ -65,9 +69,11 @@ def add_parsers(subparsers: Any) -> None:
     r.set_defaults(func=command("asd run", cmd_run))
 
     e = sub.add_parser("embed", help="clip embeddings of every train and test clip (npz)",
+                       formatter_class=config_defaults(ASD),
                        description="Embed every train and test clip of DCASE_ROOT into one npz (ids, clip).")
     e.add_argument("--data", required=True, metavar="DCASE_ROOT", help=DATA_HELP)
-    e.add_argument("--model", required=True, help="checkpoint, preset (random init) or 'logmel' (required)")
+    e.add_argument("--model", required=True, help="checkpoint, preset (random init), 'logmel' or a peer: "
+                   "{@audiofm.asd.pipeline:PEERS} (required)")
     e.add_argument("--out", required=True, metavar="FILE.npz", help="embeddings file to write (required)")
     e.add_argument("--seed", type=int, default=0, help="random-init seed of a preset (default: 0)")
     e.add_argument("--year", type=int, help=YEAR_HELP)
@@ -121,7 +127,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     flags: dict[str, Any] = {
         "data": args.data, "model": args.model, "method": args.method, "backend": args.backend, "k": args.k,
-        "seeds": args.seeds, "out": args.out, "label": args.label, "year": args.year, "threads": args.threads,
+        "seeds": args.seeds, "first_seed": args.first_seed, "out": args.out, "label": args.label, "year": args.year,
+        "threads": args.threads,
         "progress": False if args.no_progress else None,
         "dapt": {"enabled": True if args.dapt else None, "budget_minutes": args.dapt_minutes},
         "finetune": {"epochs": args.epochs, "supervised": {"head": args.head}},

@@ -4,7 +4,9 @@ attribute-classification fine-tuning → scoring backend → official scores, pe
 Methods (``AsdConfig.method``):
 
 * ``frozen`` — embed with ``model`` as it is: a checkpoint / run directory, a registry preset
-  (random initialisation with the seed) or ``logmel`` (the pooled log-mel baseline);
+  (random initialisation with the seed), ``logmel`` (the pooled log-mel baseline) or a peer
+  (``aisfx``, ``birdnet``, ...; settings as ``name:key=value``) — the last two resolved by
+  :func:`audiofm.eval.baselines.make_baseline`, frozen only;
 * ``dapt`` — domain-adaptive pretraining first (``audiofm pretrain --init model`` on the
   training audio, :class:`DaptConfig`), then frozen embeddings of the result;
 * ``pseudo-ft`` — cluster the training embeddings into pseudo-attributes
@@ -22,7 +24,7 @@ The run directory: ``results.csv`` (long format: task = machine type, metrics ``
 ``auc_target``, ``pauc``, ``official_score``, one row per seed — ``audiofm report`` reads it),
 ``table.md`` / ``table.csv`` (per machine and overall, mean ± 95 % CI over seeds),
 ``scores/seed<N>.csv``, ``submission/seed<N>/`` (official CSVs, gamma-fit threshold),
-``plots/roc_<machine>.png`` and ``plots/hist_<machine>.png`` (seed 0), ``clusters.json``,
+``plots/roc_<machine>.png`` and ``plots/hist_<machine>.png`` (first seed), ``clusters.json``,
 ``config.json`` (resolved) and per-seed stage folders (``seed<N>/dapt``, ``seed<N>/finetune``).
 """
 
@@ -45,11 +47,13 @@ from ..data.dcase import dcase_clip, read_dcase
 from ..data.manifest import Row
 from ..data.tasks import MULTICLASS, LabelledRows
 from ..io import write_json, write_text
+from ..peers import list_peers
 from .autoencoder import AEConfig
 from .scoring import BACKENDS
 
 METHODS = ("frozen", "dapt", "pseudo-ft", "attr-ft", "ae")
 ASD_METRICS = ("auc_source", "auc_target", "pauc", "official_score")
+PEERS = tuple(list_peers())  # frozen baselines by name, besides 'logmel' (audiofm.eval.baselines.make_baseline)
 
 
 @dataclass
@@ -88,15 +92,17 @@ def _default_finetune() -> FinetuneConfig:
 @dataclass
 class AsdConfig:
     """data: DCASE root (one machine-type folder or a folder of them). year: force the layout
-    (null: detected). model: checkpoint / run directory, registry preset (random init) or
-    'logmel'. method: see the module. backend: scoring backend (``knn``, ``knn-domain``,
-    ``knn-kmeans``, ``mahalanobis``); k: neighbours of the kNN backends; n_centers: source
-    k-means centres of ``knn-kmeans``. seeds: seeds 0..N-1 (DAPT, clustering-free parts,
-    fine-tuning, AE and random init vary with the seed). out: run directory. batch_size: clips
-    per embedding batch. threads: torch threads (0 = default). finetune: the attribute
-    classification fine-tuning (its model and task are filled in; no validation-based selection:
-    the last weights are kept, since ASD training data has no anomalies to select on; a tenth of
-    the training clips serves the recipe's required validation split)."""
+    (null: detected). model: checkpoint / run directory, registry preset (random init),
+    'logmel' or a peer name (these two frozen only). method: see the module. backend: scoring
+    backend (``knn``, ``knn-domain``, ``knn-kmeans``, ``mahalanobis``); k: neighbours of the kNN
+    backends; n_centers: source k-means centres of ``knn-kmeans``. seeds: how many seeds, run as
+    first_seed .. first_seed + seeds - 1 (first_seed: to add seeds to a finished run in a new run
+    directory; DAPT, clustering-free parts, fine-tuning, AE and random init vary with the seed).
+    out: run directory. batch_size: clips per embedding batch. threads: torch threads (0 =
+    default). finetune: the attribute classification fine-tuning (its model and task are filled
+    in; no validation-based selection: the last weights are kept, since ASD training data has no
+    anomalies to select on; a tenth of the training clips serves the recipe's required validation
+    split)."""
 
     data: str = ""
     year: int | None = None
@@ -106,6 +112,7 @@ class AsdConfig:
     k: int = 1
     n_centers: int = 16
     seeds: int = 1
+    first_seed: int = 0
     out: str = ""
     label: str = ""
     batch_size: int = 16
@@ -123,15 +130,21 @@ class AsdConfig:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
         if self.seeds < 1 or self.k < 1:
             raise ValueError("seeds and k must be ≥ 1")
+        if self.first_seed < 0:
+            raise ValueError(f"first_seed must be ≥ 0, got {self.first_seed}")
 
     def check(self) -> None:
         """Problems only a run can have (a model for every method but 'ae')."""
         from ..config import ConfigError
 
         if self.method != "ae" and not self.model:
-            raise ConfigError(f"method {self.method!r} needs --model (a checkpoint, a preset name or 'logmel')")
-        if self.model == "logmel" and self.method != "frozen":
-            raise ConfigError("the log-mel baseline has no weights to adapt; use --method frozen")
+            raise ConfigError(f"method {self.method!r} needs --model (a checkpoint, a preset name, 'logmel' or a "
+                              f"peer: {', '.join(PEERS)})")
+        base = baseline_name(self.model) if self.method != "ae" else None
+        if base is not None and self.method != "frozen":
+            what = ("the log-mel baseline has no weights" if base == "logmel" else
+                    f"peer {base!r} is not an audiofm model")
+            raise ConfigError(f"{what} to adapt (--method {self.method}); use --method frozen")
         if not self.data or not self.out:
             raise ConfigError("--data and --out are required")
 
@@ -152,19 +165,37 @@ def split_rows(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
     return train, test
 
 
+def baseline_name(model: str) -> str | None:
+    """The baseline ``model`` names — 'logmel' or a peer, with optional settings
+    (``aisfx``, ``birdnet:min_conf=0.1``; :func:`audiofm.eval.baselines.parse_baseline`) — or
+    None for a checkpoint / run directory (an existing path wins) or anything else."""
+    from ..eval.baselines import parse_baseline
+
+    if not model or Path(model).exists():
+        return None
+    name = model.split(":", 1)[0]
+    if name != "logmel" and name not in PEERS:
+        return None
+    return parse_baseline(model)[0]
+
+
 def make_embedder(model: str, seed: int = 0) -> Any:
-    """An :class:`~audiofm.embedding.AudioEmbedder`: 'logmel', a checkpoint, or a preset (random init)."""
+    """An :class:`~audiofm.embedding.AudioEmbedder` for ``model``: a checkpoint / run directory,
+    a preset name (random init with ``seed``), or a frozen baseline resolved by
+    :func:`audiofm.eval.baselines.make_baseline` — 'logmel' or a peer (``aisfx``, ``birdnet``,
+    ... with optional ``:key=value`` settings)."""
     from ..api import load, random_like
-    from ..eval.baselines import LogMelEmbedder
+    from ..eval.baselines import make_baseline
     from ..models.registry import list_models
 
-    if model == "logmel":
-        return LogMelEmbedder()
     if Path(model).exists():
         return load(model)
     if model in list_models():
         return random_like(model, seed=seed)
-    raise FileNotFoundError(f"{model}: no such checkpoint or run directory (nor a preset name or 'logmel')")
+    if baseline_name(model) is not None:
+        return make_baseline(model, [], seed=seed)
+    raise FileNotFoundError(f"{model}: no such checkpoint or run directory, nor a preset name (random init), "
+                            f"'logmel' or a peer ({', '.join(PEERS)})")
 
 
 def embed(model: Any, rows: Sequence[Row], batch_size: int = 16, progress: bool = False) -> np.ndarray:
@@ -452,16 +483,17 @@ def default_label(cfg: AsdConfig) -> str:
 
 
 def finish_seed(out: Path, seed: int, train_rows: Sequence[Row], s_train: np.ndarray, test_rows: Sequence[Row],
-                s_test: np.ndarray, *, model: str, method: str, n_train: dict[str, int]) -> list[dict[str, Any]]:
-    """Write one seed's scores, submission (gamma-fit threshold per machine) and, for seed 0,
-    the plots; returns its long-format result rows."""
+                s_test: np.ndarray, *, model: str, method: str, n_train: dict[str, int],
+                plots: bool | None = None) -> list[dict[str, Any]]:
+    """Write one seed's scores, submission (gamma-fit threshold per machine) and, with
+    ``plots`` (default: seed 0), the plots; returns its long-format result rows."""
     from .metrics import gamma_threshold, write_submission
 
     _scores_csv(out / "scores" / f"seed{seed}.csv", test_rows, s_test)
     mt = np.array([dcase_clip(r).machine for r in train_rows])
     thr = {m: gamma_threshold(s_train[mt == m]) for m in sorted(set(mt))}
     write_submission(out / "submission" / f"seed{seed}", test_rows, s_test, threshold=thr)
-    if seed == 0:
+    if seed == 0 if plots is None else plots:
         write_plots(out / "plots", test_rows, s_test)
     return long_rows(test_rows, s_test, model=model, method=method, seed=seed, n_train=n_train)
 
@@ -513,7 +545,7 @@ def run_asd(cfg: AsdConfig) -> dict[str, Any]:
     timings: dict[str, Any] = {}
     kwargs: dict[str, Any] = ({"k": cfg.k} if cfg.backend in ("knn", "knn-domain") else
                               {"n_centers": cfg.n_centers} if cfg.backend == "knn-kmeans" else {})
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
         ts = time.time()
         sd = out / f"seed{seed}"
         info: dict[str, Any] = {}
@@ -542,7 +574,7 @@ def run_asd(cfg: AsdConfig) -> dict[str, Any]:
             x_test = embed(embedder, test_rows, cfg.batch_size, cfg.progress)
             s_test, s_train = score_machines(train_rows, x_train, test_rows, x_test, cfg.backend, **kwargs)
         results += finish_seed(out, seed, train_rows, s_train, test_rows, s_test, model=label,
-                               method=method_name, n_train=n_train)
+                               method=method_name, n_train=n_train, plots=seed == cfg.first_seed)
         info["seconds"] = round(time.time() - ts, 1)
         timings[f"seed{seed}"] = info
     summary = write_tables(out, results, f"{label} · {method_name}")
