@@ -374,3 +374,17 @@ def test_cluster_run_resumes_exactly(setup, tmp_path, monkeypatch):
     assert full["status"] == res["status"] == "completed"
     strip = lambda ms: [{k: v for k, v in m.items() if k not in ("clips_per_s", "elapsed_s")} for m in ms]
     assert strip(_metrics(tmp_path / "full" / "seed-0")) == strip(_metrics(tmp_path / "resumed" / "seed-0"))
+
+
+def test_a_cluster_term_without_clusters_is_refused(setup, tmp_path, monkeypatch):
+    """'auto' may find no cluster structure (one cluster): the pseudo-class term would then be a
+    constant 0, silently; the run refuses with the fix instead."""
+    import audiofm.retrieval.clusters as clusters
+
+    orig = clusters.cluster_captions
+    monkeypatch.setattr(clusters, "cluster_captions",
+                        lambda x, n, method, seed=0, **kw: orig(x, 1, method, seed=seed, **kw))
+    data, root, _, _ = setup
+    cfg = _cfg(data, root / "cache", cluster_weight=0.5, train={"max_steps": 2, "evaluate_every": 0})
+    with pytest.raises(ValueError, match="one cluster in the training captions.*set n_clusters to a count"):
+        train(cfg, tmp_path / "run", progress=False)

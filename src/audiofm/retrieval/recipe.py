@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import CheckpointSpec
+from ..config import ConfigError
 from ..data import Row, fingerprint
 from ..data.captions import pair_relevance
 from ..data.dataset import ClipStore
@@ -348,4 +349,9 @@ class RetrievalRecipe:
                                seed=self.seed)
         labels = np.asarray(clip_labels(res.labels, self.pair_clip), dtype=np.int64)
         n = int(labels.max()) + 1
+        if n < 2:
+            raise ConfigError(f"cluster_weight={self.cfg.cluster_weight:g} but n_clusters={self.cfg.n_clusters} found "
+                              f"one cluster in the training captions ({res.criterion}), so the pseudo-class term "
+                              "would be constant; set n_clusters to a count (e.g. --set n_clusters=16) or "
+                              "cluster_weight to 0")
         return torch.from_numpy(labels), {"n_clusters": n, "cluster_method": self.cfg.cluster_method}
