@@ -26,8 +26,8 @@ import torch
 from . import checkpoint as ckpt
 from .audio import prepare
 from .config import to_dict
-from .embedding import Embeddings, chunk_plan, chunk_starts, patch_timestamps
-from .models.encoder import POOLINGS, AudioEncoder, pool_frames
+from .embedding import LAYER_MIXES, Embeddings, chunk_plan, chunk_starts, patch_timestamps, pooled_dim
+from .models.encoder import AudioEncoder, block_range, pool_frames
 from .models.heads import Head, build_head
 
 if TYPE_CHECKING:
@@ -54,7 +54,11 @@ class Embedder:
     segment_seconds: the encoder's training crop (the default ``chunk_seconds``). name /
     weights_id: identify the model (``weights_id`` enters :meth:`fingerprint`).
     layer: encoder block whose output is used (-1 = last, after the final norm).
-    pooling: clip pooling over frames: 'mean', 'max' or 'meanmax' (concatenated, 2·D dims).
+    layers / layer_mix: read the ``layers`` blocks ending at ``layer`` instead, each normalised,
+    averaged ('mean') or concatenated ('concat', layers·D dims)
+    (:meth:`~audiofm.models.encoder.AudioEncoder.forward_tokens`).
+    pooling: clip pooling over frames (:data:`~audiofm.embedding.POOLINGS`): 'mean', 'max',
+    'meanmax' or 'meanstd' (the last two concatenate two statistics, 2·D dims).
     Frames are the mean over frequency patches of each time patch.
     """
 
@@ -67,15 +71,17 @@ class Embedder:
         weights_id: str,
         layer: int = -1,
         pooling: str = "mean",
+        layers: int = 1,
+        layer_mix: str = "mean",
         chunk_seconds: float | str | None = _AUTO,
         batch_size: int = 16,
         device: str | torch.device | None = None,
     ) -> None:
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        depth = encoder.backbone.depth
-        if not -depth <= layer < depth:
-            raise ValueError(f"layer {layer} out of range for a {depth}-block encoder")
+        frame_dim = encoder.cfg.dim * (layers if layer_mix == "concat" else 1)
+        self.embed_dim = pooled_dim(frame_dim, pooling)  # checks the pooling name
+        block_range(encoder.backbone.depth, layer, layers)  # checks the blocks
+        if layer_mix not in LAYER_MIXES:
+            raise ValueError(f"layer_mix must be one of {', '.join(LAYER_MIXES)}, got {layer_mix!r}")
         self.device = torch.device(device) if device is not None else _default_device()
         self.encoder = encoder.to(self.device).eval()
         self.encoder_config = cfg = encoder.cfg
@@ -84,11 +90,12 @@ class Embedder:
         self.weights_id = weights_id
         self.layer = layer
         self.pooling = pooling
+        self.layers = layers
+        self.layer_mix = layer_mix
         self.batch_size = batch_size
         fe = cfg.frontend
         self.sample_rate = fe.sample_rate
-        self.frame_dim = cfg.dim
-        self.embed_dim = self.frame_dim * (2 if pooling == "meanmax" else 1)
+        self.frame_dim = frame_dim
         self.patch_seconds = cfg.patch_seconds
         if chunk_seconds == _AUTO:
             chunk_seconds = self.segment_seconds
@@ -100,8 +107,10 @@ class Embedder:
     # -- AudioEmbedder --------------------------------------------------------------------
     def fingerprint(self) -> str:
         """A cache key: weights id, encoder config and embedding settings."""
-        spec = {"weights": self.weights_id, "layer": self.layer, "pooling": self.pooling,
-                "chunk": self.chunk_seconds, "encoder": to_dict(self.encoder_config)}
+        spec: dict[str, Any] = {"weights": self.weights_id, "layer": self.layer, "pooling": self.pooling,
+                                "chunk": self.chunk_seconds, "encoder": to_dict(self.encoder_config)}
+        if self.layers != 1:  # absent at the default, so that earlier cache keys stay valid
+            spec.update(layers=self.layers, layer_mix=self.layer_mix)
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def embed(self, wave: np.ndarray, sr: int) -> Embeddings:
@@ -152,7 +161,8 @@ class Embedder:
             batch[i, : len(w)] = w
         x = torch.from_numpy(batch).to(self.device)
         lengths = torch.tensor([len(w) for w in waves], device=self.device)
-        fr, valid = self.encoder.frame_embeddings(x, lengths, layer=self.layer)
+        fr, valid = self.encoder.frame_embeddings(x, lengths, layer=self.layer, layers=self.layers,
+                                                  layer_mix=self.layer_mix)
         arr = fr.float().cpu().numpy()
         counts = valid.sum(dim=1).cpu().tolist()
         return [arr[i, : int(c)] for i, c in enumerate(counts)]
@@ -162,7 +172,8 @@ class Embedder:
         return pool_frames(torch.from_numpy(np.ascontiguousarray(frames))[None], None, self.pooling)[0].numpy()
 
     def __repr__(self) -> str:
-        return (f"Embedder({self.name!r}, dim={self.embed_dim}, rate={self.sample_rate}, layer={self.layer}, "
+        layers = f", layers={self.layers}, layer_mix={self.layer_mix!r}" if self.layers != 1 else ""
+        return (f"Embedder({self.name!r}, dim={self.embed_dim}, rate={self.sample_rate}, layer={self.layer}{layers}, "
                 f"pooling={self.pooling!r}, chunk_seconds={self.chunk_seconds})")
 
 
@@ -229,6 +240,9 @@ def load(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) ->
         return Embedder(encoder, **kwargs)
     h = spec.head
     assert h is not None and h.vocabulary is not None and h.prediction_type is not None  # checked by the spec
+    if kwargs.get("layers", 1) != 1:
+        raise ValueError(f"{d}: this classifier's head reads one block (layer={h.layer}); cannot load it with "
+                         f"layers={kwargs['layers']}")
     for key in ("layer", "pooling"):
         if key in kwargs and kwargs[key] != getattr(h, key):
             raise ValueError(f"{d}: this classifier's head reads {key}={getattr(h, key)!r}; "

@@ -47,8 +47,9 @@ from torch import nn
 
 from . import __version__
 from .config import ConfigError, NonNegativeInt, PositiveInt, from_dict, to_dict
+from .embedding import POOLINGS
 from .io import atomic_dir
-from .models.encoder import POOLINGS, AudioEncoder, EncoderConfig
+from .models.encoder import AudioEncoder, EncoderConfig
 from .models.heads import HEADS
 from .models.msm import ModelConfig
 

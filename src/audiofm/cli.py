@@ -153,20 +153,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 @dataclass
 class EmbedConfig:
     """Settings of ``audiofm embed``. layer: encoder block whose output is embedded (-1 = the last,
-    after the final norm). pooling: clip pooling over frames, 'mean', 'max' or 'meanmax'.
-    chunk_seconds: chunk length for long audio (null = the model's training segment, 0 = the
-    whole input at once). batch_size: clips per forward pass. frames: also store frame embeddings
-    and their timestamps."""
+    after the final norm). layers / layer_mix: read the ``layers`` blocks ending at ``layer``,
+    each normalised, averaged ('mean') or concatenated ('concat'). pooling: clip pooling over
+    frames, 'mean', 'max', 'meanmax' or 'meanstd'. chunk_seconds: chunk length for long audio
+    (null = the model's training segment, 0 = the whole input at once). batch_size: clips per
+    forward pass. frames: also store frame embeddings and their timestamps."""
 
     layer: int = -1
-    pooling: Literal["mean", "max", "meanmax"] = "mean"
+    layers: PositiveInt = 1
+    layer_mix: Literal["mean", "concat"] = "mean"
+    pooling: Literal["mean", "max", "meanmax", "meanstd"] = "mean"
     chunk_seconds: NonNegativeFloat | None = None
     batch_size: PositiveInt = 16
     frames: bool = False
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "max", "meanmax"):
-            raise ValueError(f"pooling must be mean, max or meanmax, got {self.pooling!r}")
         check_ranges(self)
 
 
@@ -184,7 +185,11 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", action="store_true", default=None,
                    help="also store frame embeddings and timestamps (default: {frames})")
     p.add_argument("--layer", type=int, help="encoder block to embed, -1 = the last (default: {layer})")
-    p.add_argument("--pooling", choices=["mean", "max", "meanmax"], help="clip pooling (default: {pooling})")
+    p.add_argument("--layers", type=int, help="read this many blocks ending at --layer, each normalised "
+                   "(default: {layers})")
+    p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
+                   "concatenated (default: {layer_mix})")
+    p.add_argument("--pooling", choices=["mean", "max", "meanmax", "meanstd"], help="clip pooling (default: {pooling})")
     p.add_argument("--chunk-seconds", type=float, help="chunk length for long audio, 0 = whole input "
                    "(default: the model's training segment)")
     p.add_argument("--batch-size", type=int, help="clips per forward pass (default: {batch_size})")
@@ -197,7 +202,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .outputs import check_output
 
-    cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "pooling": args.pooling,
+    cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "layers": args.layers,
+                                             "layer_mix": args.layer_mix, "pooling": args.pooling,
                                              "chunk_seconds": args.chunk_seconds, "batch_size": args.batch_size,
                                              "frames": args.frames})
     out = check_output(args.out, overwrite=args.overwrite, inputs=(args.ckpt, args.input))
@@ -210,6 +216,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .io import check_writable
 
     kw: dict[str, Any] = {"layer": cfg.layer, "pooling": cfg.pooling, "batch_size": cfg.batch_size}
+    if cfg.layers != 1:
+        kw.update(layers=cfg.layers, layer_mix=cfg.layer_mix)
     if cfg.chunk_seconds is not None:
         kw["chunk_seconds"] = cfg.chunk_seconds or None
     model = load(args.ckpt, **kw)

@@ -57,20 +57,32 @@ class AudioEmbedder(Protocol):
 
 # --- torch-free pieces shared by the PyTorch Embedder and the ONNX embedder -------------------
 
-POOLINGS = ("mean", "max", "meanmax")
+POOLINGS = ("mean", "max", "meanmax", "meanstd")
+"""Clip poolings over frames: 'mean', 'max', 'meanmax' (mean and max concatenated, 2·D) and
+'meanstd' (mean and population standard deviation concatenated, 2·D)."""
+LAYER_MIXES = ("mean", "concat")
+"""How several blocks' outputs are combined (``layers`` > 1): their average, or concatenated."""
+
+
+def pooled_dim(frame_dim: int, pooling: str) -> int:
+    """Size of a clip embedding pooled by ``pooling`` from frames of ``frame_dim`` dims."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return frame_dim * (2 if pooling in ("meanmax", "meanstd") else 1)
 
 
 def pool_frames_np(frames: np.ndarray, pooling: str = "mean") -> np.ndarray:
     """Clip embedding ``(C,)`` of ``frames (T, D)``: the numpy form of
     :func:`audiofm.models.encoder.pool_frames` over all frames (tested equal), for torch-free
     embedders."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    pooled_dim(frames.shape[-1], pooling)  # checks the name
     parts = []
-    if pooling in ("mean", "meanmax"):
+    if pooling in ("mean", "meanmax", "meanstd"):
         parts.append(frames.mean(axis=0, dtype=np.float32))
     if pooling in ("max", "meanmax"):
         parts.append(frames.max(axis=0))
+    if pooling == "meanstd":
+        parts.append(frames.std(axis=0, dtype=np.float32))
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.float32)
 
 

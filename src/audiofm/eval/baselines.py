@@ -101,11 +101,12 @@ def parse_baseline(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def make_baseline(name: str, models: list[str], *, layer: int = -1, pooling: str = "mean",
-                  seed: int = 0) -> AudioEmbedder:
+                  seed: int = 0, **embed: Any) -> AudioEmbedder:
     """Resolve a ``--baseline`` name to an embedder.
 
     ``logmel`` → :class:`LogMelEmbedder`; ``random`` → the first of ``models`` randomly
-    initialised (``audiofm.api.random_like``, same ``layer``/``pooling``); anything else →
+    initialised (``audiofm.api.random_like``, same ``layer``/``pooling`` and other ``embed``
+    settings of :class:`audiofm.api.Embedder`, e.g. ``layers``); anything else →
     ``audiofm.peers.get_peer(name, **settings)`` for ``name = "peer:key=value:..."`` (a missing
     optional package raises ImportError with the peer's own install hint; an unknown setting
     raises ValueError listing the peer's settings).
@@ -121,7 +122,7 @@ def make_baseline(name: str, models: list[str], *, layer: int = -1, pooling: str
                              "add --model CKPT or drop 'random' from --baseline")
         from ..api import random_like
 
-        kwargs: dict[str, Any] = {"layer": layer, "pooling": pooling}
+        kwargs: dict[str, Any] = {"layer": layer, "pooling": pooling, **embed}
         return random_like(models[0], seed=seed, **kwargs)
     from ..peers import get_peer
 

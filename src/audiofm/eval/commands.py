@@ -76,9 +76,13 @@ def add_parsers(subparsers: Any) -> None:
                    help="embedding cache dir (default: $AUDIOFM_CACHE/embeddings if set, "
                         "else RUN_DIR/embeddings)")
     p.add_argument("--pooling", help="clip pooling of audiofm checkpoints, one of "
-                   "{@audiofm.models.encoder:POOLINGS} (default: {pooling})")
+                   "{@audiofm.embedding:POOLINGS} (default: {pooling})")
     p.add_argument("--layer", type=int, help="encoder block whose output is embedded, -1 = the last "
                    "(default: {layer})")
+    p.add_argument("--layers", type=int, help="read this many blocks ending at --layer, each normalised "
+                   "(default: {layers})")
+    p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
+                   "concatenated (default: {layer_mix})")
     p.add_argument("--compare-to", choices=["first", "best"],
                    help="paired comparisons against the first model or the best per task (default: {compare_to})")
     p.add_argument("--threads", type=int,
@@ -121,7 +125,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "tasks": args.tasks, "only": listed(args.only),
         "probes": args.probes, "seeds": args.seeds, "out": args.out, "folds": args.folds,
         "max_folds": args.max_folds, "batch_size": args.batch_size, "cache": args.cache,
-        "pooling": args.pooling, "layer": args.layer, "compare_to": args.compare_to, "threads": args.threads,
+        "pooling": args.pooling, "layer": args.layer, "layers": args.layers, "layer_mix": args.layer_mix,
+        "compare_to": args.compare_to, "threads": args.threads,
         "probe_threads": args.probe_threads,
         "overwrite": args.overwrite or None, "progress": False if args.no_progress else None,
     }

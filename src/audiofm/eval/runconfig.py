@@ -10,8 +10,7 @@ from typing import Annotated, Any
 from ..config import NonNegativeInt, PositiveInt, Range, check_ranges
 from ..data import HearTask, is_hear_task, is_shard_dir, read_hear_task
 from ..data.shards import shard_tasks
-from ..embedding import AudioEmbedder
-from ..models.encoder import POOLINGS
+from ..embedding import LAYER_MIXES, POOLINGS, AudioEmbedder
 from .probe_base import ProbeConfig
 from .registry import PROBES
 from .results import EvalError
@@ -30,7 +29,8 @@ class EvalConfig:
     seeds: seeds 0..seeds-1. out: run directory. folds: round indices to run (k-fold: fold i
     is test) or None for all; max_folds: keep the first N rounds. batch_size: clips per
     ``embed_batch`` call. cache: embedding cache dir (None → ``$AUDIOFM_CACHE`` if set, else
-    ``<out>/embeddings``). pooling / layer: passed to ``audiofm.load`` and ``random_like``.
+    ``<out>/embeddings``). pooling / layer / layers / layer_mix: passed to ``audiofm.load`` and
+    ``random_like`` (:class:`audiofm.api.Embedder`).
     probe: probe hyper-parameter grids. confidence: CI level. compare_to: paired comparisons
     against the "first" model or the "best" per task. random_seed: init seed of the "random"
     baseline. threads: CPU threads for torch, BLAS and faiss during the whole run (None: the
@@ -53,6 +53,8 @@ class EvalConfig:
     cache: str | None = None
     pooling: str = "mean"
     layer: int = -1
+    layers: PositiveInt = 1
+    layer_mix: str = "mean"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
     compare_to: str = "first"
@@ -69,6 +71,8 @@ class EvalConfig:
             raise EvalError(f"unknown probe(s) {bad or '(none)'}; choose from {', '.join(PROBES)}")
         if self.pooling not in POOLINGS:
             raise EvalError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.layer_mix not in LAYER_MIXES:
+            raise EvalError(f"--layer-mix must be one of {', '.join(LAYER_MIXES)}, got {self.layer_mix!r}")
         if self.compare_to not in ("first", "best"):
             raise EvalError(f"--compare-to must be 'first' or 'best', got {self.compare_to!r}")
 
@@ -92,6 +96,15 @@ class EvalConfig:
         from ..config import from_dict
 
         return from_dict(cls, d, where)
+
+    def embed_settings(self) -> dict[str, Any]:
+        """The embedding settings of audiofm checkpoints (``audiofm.load`` keywords); ``layers``
+        and ``layer_mix`` only when several blocks are read, so that the cache keys of runs made
+        before they existed stay the same."""
+        out: dict[str, Any] = {"layer": self.layer, "pooling": self.pooling}
+        if self.layers != 1:
+            out.update(layers=self.layers, layer_mix=self.layer_mix)
+        return out
 
 
 def load_tasks(path: str | os.PathLike[str], only: list[str] | None = None) -> list[HearTask]:
@@ -132,11 +145,13 @@ class EmbedderSpec:
     source: str
 
 
-def model_label(path: str, layer: int, pooling: str) -> str:
+def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix: str = "mean") -> str:
     name = Path(path.rstrip("/\\")).name or path
     extras = []
     if layer != -1:
         extras.append(f"layer={layer}")
+    if layers != 1:
+        extras.append(f"layers={layers}" + ("" if layer_mix == "mean" else f"-{layer_mix}"))
     if pooling != "mean":
         extras.append(pooling)
     return f"{name}[{','.join(extras)}]" if extras else name
@@ -147,7 +162,7 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
     from .baselines import make_baseline
 
     specs: list[EmbedderSpec] = []
-    settings = {"layer": cfg.layer, "pooling": cfg.pooling}
+    settings = cfg.embed_settings()
     for path in cfg.models:
         if not Path(path).exists():
             raise EvalError(f"{path}: no such checkpoint directory (--model expects a directory with "
@@ -157,6 +172,9 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
             from ..export.embedder import OnnxEmbedder
 
             emb = OnnxEmbedder(path)
+            if cfg.layers != 1:
+                raise EvalError(f"{path}: an exported graph reads one block; evaluate it without --layers "
+                                "(or evaluate the checkpoint)")
             for key in ("layer", "pooling"):
                 if getattr(cfg, key) != getattr(emb, key):
                     raise EvalError(f"{path} was exported with {key}={getattr(emb, key)!r}; evaluate it with "
@@ -164,10 +182,11 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
         else:
             import audiofm
 
-            emb = audiofm.load(path, layer=cfg.layer, pooling=cfg.pooling)
-        specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling), emb, settings, path))
+            emb = audiofm.load(path, **settings)
+        specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling, cfg.layers, cfg.layer_mix), emb,
+                                  settings, path))
     for name in cfg.baselines:
-        emb = make_baseline(name, cfg.models, layer=cfg.layer, pooling=cfg.pooling, seed=cfg.random_seed)
+        emb = make_baseline(name, cfg.models, seed=cfg.random_seed, **settings)
         if name == "random":
             label = f"random-init({specs[0].label})"
             specs.append(EmbedderSpec(label, emb, {**settings, "init_seed": cfg.random_seed}, "random"))

@@ -24,7 +24,7 @@ class ExportConfig:
     waveform) or 'separate' (a front-end graph ``<out>.frontend.onnx`` beside the encoder graph).
     layer: encoder block whose output the graph returns (-1 = the last, after the final norm).
     pooling: clip pooling of the graph's ``clip`` output and of ``OnnxEmbedder`` ('mean', 'max',
-    'meanmax'). opset: ONNX opset (None = the exporter's default). check: run the graph with ONNX
+    'meanmax', 'meanstd'). opset: ONNX opset (None = the exporter's default). check: run the graph with ONNX
     Runtime on random audio and compare with PyTorch before finishing. overwrite: replace --out."""
 
     format: Literal["onnx"] = "onnx"
@@ -59,7 +59,7 @@ def add_parsers(subparsers: Any) -> None:
                    help="front end inside the graph, or as a separate graph OUT.frontend.onnx (default: {frontend})")
     p.add_argument("--layer", type=int, help="encoder block whose output is exported, -1 = the last "
                    "(default: {layer})")
-    p.add_argument("--pooling", choices=["mean", "max", "meanmax"], help="clip pooling (default: {pooling})")
+    p.add_argument("--pooling", choices=["mean", "max", "meanmax", "meanstd"], help="clip pooling (default: {pooling})")
     p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check "
                    "(default: check)")

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from .. import __version__
 from .. import checkpoint as ckpt
 from ..config import to_dict
+from ..embedding import POOLINGS, pooled_dim
 from ..io import atomic_path
-from ..models.encoder import POOLINGS, AudioEncoder, pool_frames
+from ..models.encoder import AudioEncoder, pool_frames
 
 META_KEY = "audiofm"
 META_FORMAT = "audiofm-onnx"
@@ -95,7 +96,7 @@ def metadata(spec: ckpt.CheckpointSpec, weights_id: str, *, name: str, layer: in
         "name": name, "weights_id": weights_id, "backbone": cfg.backbone,
         "sample_rate": fe.sample_rate, "hop_length": fe.hop_length, "fft_size": fe.fft_size,
         "win_length": fe.win_length, "n_mels": fe.n_mels, "patch_t": cfg.patch_t, "patch_f": cfg.patch_f,
-        "frame_dim": cfg.dim, "embed_dim": cfg.dim * (2 if pooling == "meanmax" else 1),
+        "frame_dim": cfg.dim, "embed_dim": pooled_dim(cfg.dim, pooling),
         "pooling": pooling, "layer": layer, "segment_seconds": spec.segment_seconds,
         "frontend": frontend, "frontend_file": frontend_file,
         # frame k (time patch k) covers frames [k·patch_t, (k+1)·patch_t); its timestamp is the

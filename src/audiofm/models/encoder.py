@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TYPE_FROM, PositiveInt, check_ranges
-from ..embedding import POOLINGS
+from ..embedding import LAYER_MIXES, pooled_dim
 from ..frontend import FrontendConfig, LogMel
 from .backbones import BackboneConfig, as_backbone_config, backbone_config_class, build_backbone_from
 from .layer_config import set_layer_config
@@ -20,21 +20,35 @@ from .patch import patchify, sincos_2d
 
 def pool_frames(frames: Tensor, valid: Tensor | None = None, pooling: str = "mean") -> Tensor:
     """Clip embeddings ``(B, C)`` from frames ``(B, T, D)`` over the ``valid (B, T)`` ones (all
-    when None): 'mean', 'max' or 'meanmax' (both concatenated, C = 2·D). The one definition of
-    clip pooling, used by the embedding API and by training."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    when None): 'mean', 'max', 'meanmax' (mean and max concatenated, C = 2·D) or 'meanstd' (mean
+    and population standard deviation, C = 2·D). The one definition of clip pooling, used by the
+    embedding API and by training."""
+    pooled_dim(frames.shape[-1], pooling)  # checks the name
     parts = []
-    if pooling in ("mean", "meanmax"):
-        if valid is None:
-            parts.append(frames.mean(dim=1))
-        else:
-            w = valid.to(frames.dtype)[..., None]  # (B, T, 1)
-            parts.append((frames * w).sum(dim=1) / w.sum(dim=1))
+    if pooling in ("mean", "meanmax", "meanstd"):
+        w = None if valid is None else valid.to(frames.dtype)[..., None]  # (B, T, 1)
+        mean = frames.mean(dim=1) if w is None else (frames * w).sum(dim=1) / w.sum(dim=1)
+        parts.append(mean)
+        if pooling == "meanstd":
+            dev = (frames - mean[:, None]).square()
+            var = dev.mean(dim=1) if w is None else (dev * w).sum(dim=1) / w.sum(dim=1)
+            parts.append(var.sqrt())
     if pooling in ("max", "meanmax"):
         x = frames if valid is None else frames.masked_fill(~valid[..., None], float("-inf"))
         parts.append(x.amax(dim=1))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def block_range(depth: int, layer: int, layers: int = 1) -> range:
+    """The blocks read for ``layers`` consecutive blocks ending at block ``layer`` (-1 = last) of
+    a ``depth``-block encoder; ValueError naming the fix when they do not exist."""
+    if not -depth <= layer < depth:
+        raise ValueError(f"layer {layer} out of range for a {depth}-block encoder")
+    top = layer % depth
+    if not 1 <= layers <= top + 1:
+        raise ValueError(f"layers={layers}: block {top} has {top + 1} block(s) up to it in a {depth}-block "
+                         f"encoder; choose layers between 1 and {top + 1}")
+    return range(top - layers + 1, top + 1)
 
 
 def _backbone_cfg_type(data: Mapping[str, Any]) -> type[BackboneConfig]:
@@ -146,40 +160,51 @@ class AudioEncoder(nn.Module):
         return self.patch_embed(patches) + pos
 
     def forward_tokens(
-        self, x: Tensor, pad_mask: Tensor | None = None, layer: int = -1
+        self, x: Tensor, pad_mask: Tensor | None = None, layer: int = -1, layers: int = 1, layer_mix: str = "mean"
     ) -> Tensor:
-        """Run the backbone on embedded tokens; ``layer`` -1 = last block + final norm,
-        otherwise the raw output of block ``layer`` (0-based)."""
-        if layer == -1 or layer == self.backbone.depth - 1:
+        """Run the backbone on embedded tokens. ``layers`` = 1: ``layer`` -1 = last block + final
+        norm, otherwise the raw output of block ``layer`` (0-based). ``layers`` > 1: the
+        ``layers`` blocks ending at ``layer`` (:func:`block_range`), each output normalised over
+        features without parameters (layer norm, as data2vec's targets), then averaged
+        (``layer_mix`` 'mean', D dims) or concatenated ('concat', layers·D dims)."""
+        blocks = block_range(self.backbone.depth, layer, layers)
+        if layer_mix not in LAYER_MIXES:
+            raise ValueError(f"layer_mix must be one of {', '.join(LAYER_MIXES)}, got {layer_mix!r}")
+        if layers == 1 and blocks.start == self.backbone.depth - 1:
             out = self.backbone(x, pad_mask)
             assert isinstance(out, Tensor)
             return self.norm(out)
-        if not -self.backbone.depth <= layer < self.backbone.depth:
-            raise ValueError(f"layer {layer} out of range for a {self.backbone.depth}-block encoder")
-        _, layers = self.backbone(x, pad_mask, return_layers=True)
-        return layers[layer]
+        _, outs = self.backbone(x, pad_mask, return_layers=True)
+        if layers == 1:
+            return outs[blocks.start]
+        normed = [F.layer_norm(outs[i], outs[i].shape[-1:]) for i in blocks]
+        return torch.stack(normed).mean(dim=0) if layer_mix == "mean" else torch.cat(normed, dim=-1)
 
     def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1,
-                         spec_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``."""
-        return self.frame_embeddings_from_tokens(self.tokenize(wave, lengths, spec_mask), layer)
+                         spec_mask: Tensor | None = None, layers: int = 1, layer_mix: str = "mean",
+                         ) -> tuple[Tensor, Tensor]:
+        """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``;
+        ``layer`` / ``layers`` / ``layer_mix``: :meth:`forward_tokens`."""
+        return self.frame_embeddings_from_tokens(self.tokenize(wave, lengths, spec_mask), layer, layers, layer_mix)
 
-    def frame_embeddings_from_tokens(self, tok: Tokens, layer: int = -1) -> tuple[Tensor, Tensor]:
+    def frame_embeddings_from_tokens(self, tok: Tokens, layer: int = -1, layers: int = 1,
+                                     layer_mix: str = "mean") -> tuple[Tensor, Tensor]:
         """:meth:`frame_embeddings` from tokens (e.g. of :meth:`tokenize_spec` on a log-mel)."""
         x = self.embed_tokens(tok.patches, tok.Fp, tok.Tp)
         # the exportable path always passes the mask (no branch on the data; an all-False
         # mask gives the same result)
         mask = tok.pad_mask if self.exportable or bool(tok.pad_mask.any()) else None
-        h = self.forward_tokens(x, mask, layer)
+        h = self.forward_tokens(x, mask, layer, layers, layer_mix)
         B = h.shape[0]
         frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)
         valid = torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]
         return frames, valid
 
     def clip_embedding(self, wave: Tensor, lengths: Tensor | None = None, *, layer: int = -1,
-                       pooling: str = "mean", spec_mask: Tensor | None = None) -> Tensor:
+                       pooling: str = "mean", spec_mask: Tensor | None = None, layers: int = 1,
+                       layer_mix: str = "mean") -> Tensor:
         """Clip embeddings ``(B, C)``: the frames of :meth:`frame_embeddings` pooled over the
         valid ones (:func:`pool_frames`) — what ``audiofm.load(...).embed(...).clip`` returns for
         a clip that fits in one chunk. Differentiable (used by fine-tuning)."""
-        frames, valid = self.frame_embeddings(wave, lengths, layer, spec_mask)
+        frames, valid = self.frame_embeddings(wave, lengths, layer, spec_mask, layers, layer_mix)
         return pool_frames(frames, valid, pooling)

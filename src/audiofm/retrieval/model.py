@@ -44,7 +44,7 @@ from .. import checkpoint as ckpt
 from ..config import PositiveFloat, PositiveInt, check_ranges, from_dict, to_dict
 from ..data.manifest import Row
 from ..embed_io import clip_matrix, embed_each, embed_rows
-from ..embedding import POOLINGS, AudioEmbedder
+from ..embedding import POOLINGS, AudioEmbedder, pooled_dim
 from ..models.encoder import AudioEncoder
 from .losses import Temperature
 from .text import DEFAULT_MODEL, TextEncoder
@@ -299,7 +299,7 @@ class DualEncoder(nn.Module):
             for m in self.frozen:
                 for p in m.parameters():
                     p.requires_grad_(False)
-            self.audio_dim = encoder.dim * (2 if cfg.pooling == "meanmax" else 1)
+            self.audio_dim = pooled_dim(encoder.dim, cfg.pooling)
             self.sample_rate = encoder.cfg.frontend.sample_rate
         else:
             assert embedder is not None

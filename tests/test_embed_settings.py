@@ -1,0 +1,114 @@
+"""Embedding settings that read more of the encoder: mean+std pooling and several blocks' outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiofm.api import Embedder, random_like
+from audiofm.checkpoint import CheckpointSpec, save_checkpoint
+from audiofm.cli import main
+from audiofm.embedding import POOLINGS, pool_frames_np, pooled_dim
+from audiofm.models import build_model, create_model, model_config
+from audiofm.models.encoder import block_range, pool_frames
+
+
+def test_meanstd_pooling_against_a_direct_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(3, 7, 5, generator=g, dtype=torch.float64)
+    valid = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] + [False] * 6])
+    out = pool_frames(frames, valid, "meanstd")
+    assert out.shape == (3, 10)
+    for b in range(3):
+        x = frames[b, valid[b]].numpy()
+        np.testing.assert_allclose(out[b, :5], x.mean(0), atol=1e-12)
+        np.testing.assert_allclose(out[b, 5:], x.std(0), atol=1e-12)  # population std (ddof 0)
+    np.testing.assert_array_equal(out[2, 5:], 0)  # one frame: no spread
+    # the numpy form used by torch-free embedders agrees
+    np.testing.assert_allclose(pool_frames_np(frames[0].numpy(), "meanstd"), out[0].numpy(), atol=1e-6)
+    assert [pooled_dim(4, p) for p in POOLINGS] == [4, 4, 8, 8]
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pooled_dim(4, "median")
+
+
+def test_meanstd_pooling_has_gradients() -> None:
+    frames = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 3:] = False
+    assert torch.autograd.gradcheck(lambda f: pool_frames(f, valid, "meanstd"), (frames,))
+
+
+def test_several_blocks_against_a_direct_reference() -> None:
+    torch.manual_seed(0)
+    enc = create_model("msm_vit_debug").encoder.eval()
+    depth = enc.backbone.depth
+    wave = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 11000])
+    with torch.no_grad():
+        tok = enc.tokenize(wave, lengths)
+        x = enc.embed_tokens(tok.patches, tok.Fp, tok.Tp)
+        _, outs = enc.backbone(x, tok.pad_mask, return_layers=True)
+        normed = [F.layer_norm(h, h.shape[-1:]) for h in outs[depth - 2 :]]
+        for mix, ref in (("mean", torch.stack(normed).mean(0)), ("concat", torch.cat(normed, -1))):
+            h = enc.forward_tokens(x, tok.pad_mask, -1, layers=2, layer_mix=mix)
+            torch.testing.assert_close(h, ref)
+        # layers=1 is what it always was: the last block + final norm, or one raw block
+        torch.testing.assert_close(enc.forward_tokens(x, tok.pad_mask, -1, layers=1), enc.norm(outs[-1]))
+        torch.testing.assert_close(enc.forward_tokens(x, tok.pad_mask, 0), outs[0])
+        # reading blocks 0..1 ending at layer 1
+        h = enc.forward_tokens(x, tok.pad_mask, 1, layers=2)
+        torch.testing.assert_close(h, torch.stack([F.layer_norm(o, o.shape[-1:]) for o in outs[:2]]).mean(0))
+    assert list(block_range(4, -1, 3)) == [1, 2, 3] and list(block_range(4, 1, 2)) == [0, 1]
+    with pytest.raises(ValueError, match="choose layers between 1 and 2"):
+        block_range(4, 1, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        block_range(4, 4)
+
+
+def test_embedder_reads_several_blocks() -> None:
+    w = np.random.default_rng(1).standard_normal(40000).astype(np.float32)  # several chunks
+    one = random_like("msm_vit_debug")
+    dim = one.embed_dim
+    mean2 = random_like("msm_vit_debug", layers=2)
+    cat2 = random_like("msm_vit_debug", layers=2, layer_mix="concat", pooling="meanstd")
+    assert mean2.embed_dim == dim and cat2.embed_dim == 4 * dim and cat2.frame_dim == 2 * dim
+    e1, e2, e3 = one.embed(w, 16000), mean2.embed(w, 16000), cat2.embed(w, 16000)
+    assert e2.frames.shape == e1.frames.shape and e3.frames.shape == (e1.frames.shape[0], 2 * dim)
+    assert e3.clip.shape == (4 * dim,) and not np.allclose(e1.clip, e2.clip)
+    np.testing.assert_allclose(e3.clip, np.concatenate([e3.frames.mean(0), e3.frames.std(0)]), rtol=1e-5, atol=1e-6)
+    # the cache key: unchanged at the default (earlier caches stay valid), new when blocks change
+    assert random_like("msm_vit_debug", layers=1, layer_mix="concat").fingerprint() == one.fingerprint()
+    assert len({one.fingerprint(), mean2.fingerprint(), cat2.fingerprint()}) == 3
+    with pytest.raises(ValueError, match="layer_mix must be one of mean, concat"):
+        random_like("msm_vit_debug", layers=2, layer_mix="sum")
+    with pytest.raises(ValueError, match="choose layers between"):
+        random_like("msm_vit_debug", layers=9)
+    assert isinstance(one, Embedder)
+
+
+def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Path, capsys) -> None:
+    cfg = model_config("msm_vit_debug")
+    ckpt = save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out), "--layers", "2", "--layer-mix", "concat",
+                 "--pooling", "meanstd", "--no-progress"]) == 0
+    dim = random_like("msm_vit_debug").embed_dim
+    with np.load(out) as z:
+        assert z["clip"].shape[1] == 4 * dim
+    run = tmp_path / "run"
+    assert main(["evaluate", "--model", str(ckpt), "--baseline", "random", "--tasks", str(hear_task), "--probes",
+                 "knn", "--seeds", "1", "--layers", "2", "--pooling", "meanstd", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["layers"] == 2
+    text = (run / "results.csv").read_text()
+    assert "ckpt[layers=2,meanstd]" in text and "random-init(ckpt[layers=2,meanstd])" in text
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
+                 "--set", "layer_mix=sum", "--out", str(tmp_path / "bad")]) == 2
+    assert "layer-mix" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
