@@ -8,6 +8,9 @@ import torch
 from audiofm.models.backbones import build_backbone
 from audiofm.models.backbones._scan import reverse_within_length
 from audiofm.models.backbones.xlstm import (
+    _headwise,
+    _headwise_ref,
+    _mlstm_chunkwise,
     mlstm_chunkwise,
     mlstm_parallel,
     mlstm_recurrent,
@@ -109,3 +112,90 @@ def test_padding_does_not_change_real_tokens(direction):
     y = model(x_padded, pad)
     for row, n in enumerate([30, 19]):
         torch.testing.assert_close(y[row, :n], model(x[row : row + 1, :n])[0], atol=1e-10, rtol=0)
+
+
+# ----------------------------------------------------------------- the chunkwise kernel's paths
+
+
+@pytest.mark.parametrize("s", [1, 5, 31, 32, 33, 97])
+@pytest.mark.parametrize("chunk", [1, 4, 7, 32])
+def test_chunkwise_paths_equal_parallel_float64(s, chunk):
+    """Inference (in-place carry) and autograd (batched carry) paths, the traceable (scan) path,
+    a ragged tail and several segments: outputs and final state equal the reference forms."""
+    ins = cell_inputs(s, gate_scale=4.0, seed=s + chunk)
+    ref = mlstm_parallel(*ins)
+    _, state_ref = mlstm_recurrent(*ins)
+    with torch.no_grad():
+        paths = {
+            "no-grad": mlstm_chunkwise(*ins, chunk_size=chunk),
+            "no-grad segments": mlstm_chunkwise(*ins, chunk_size=chunk, segment_chunks=2),
+            "traceable": _mlstm_chunkwise(*ins, None, chunk, 1e-6, traceable=True),
+        }
+    paths["autograd segments"] = mlstm_chunkwise(*ins, chunk_size=chunk, segment_chunks=2)
+    for name, (h, state) in paths.items():
+        torch.testing.assert_close(h, ref, atol=1e-10, rtol=1e-10, msg=name)
+        for a, b in zip(state, state_ref):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("s", [13, 70])
+def test_chunkwise_gradients_equal_parallel_float64(s):
+    ins = cell_inputs(s, gate_scale=4.0, seed=7)
+    h_ref = mlstm_parallel(*ins)
+    w = torch.randn_like(h_ref)
+    g_ref = torch.autograd.grad((h_ref * w).sum(), ins)
+    c0 = torch.randn(2, 3, 5, 4, dtype=F64)
+    for name, h in (("chunkwise ragged", mlstm_chunkwise(*ins, chunk_size=8, segment_chunks=3)[0]),
+                    ("traceable", _mlstm_chunkwise(*ins, None, 8, 1e-6, traceable=True)[0])):
+        g = torch.autograd.grad((h * w).sum(), ins)
+        for gn, a, b in zip("qkvif", g, g_ref):
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9, msg=f"{name} d{gn}")
+    # a carried initial state: gradients match the recurrent form, also into the state
+    state = (c0.requires_grad_(), torch.randn(2, 3, 5, dtype=F64).requires_grad_(), torch.randn(2, 3, dtype=F64))
+    h_rec, _ = mlstm_recurrent(*ins, state=state)
+    h_chk, _ = mlstm_chunkwise(*ins, state=state, chunk_size=8)
+    torch.testing.assert_close(h_chk, h_rec, atol=1e-10, rtol=0)
+    gr = torch.autograd.grad((h_rec * w).sum(), [*ins, *state[:2]])
+    gc = torch.autograd.grad((h_chk * w).sum(), [*ins, *state[:2]])
+    for a, b in zip(gc, gr):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_headwise_backward_equals_autograd_reference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 8, 11, generator=g, dtype=F64, requires_grad=True)  # (nd, B, nb*bs, L)
+    w = torch.randn(2, 4, 2, 2, generator=g, dtype=F64, requires_grad=True)  # (nd, nb, o, bs)
+    assert torch.autograd.gradcheck(lambda a, b: _headwise(a, b), (x, w))
+    y_ref = _headwise_ref(x, w)
+    torch.testing.assert_close(_headwise(x, w), y_ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_block_no_grad_equals_grad_path_with_padding(direction):
+    model = small_xlstm(direction, depth=2, chunk_size=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-zero gate weights
+    x = torch.randn(2, 45, 16, dtype=F64)
+    pad = torch.zeros(2, 45, dtype=torch.bool)
+    pad[1, 29:] = True
+    y = model(x, pad)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, pad), y, atol=1e-12, rtol=0)
+    par = small_xlstm(direction, depth=2, form="parallel")
+    par.load_state_dict(model.state_dict())
+    torch.testing.assert_close(par(x, pad)[~pad], y[~pad], atol=1e-10, rtol=0)
+
+
+def test_parameter_layout_unchanged_for_checkpoints():
+    """Checkpoints written before the faster kernel load as they are: same names and shapes."""
+    block = build_backbone("xlstm", dim=16, depth=1, heads=2, qkv_blocksize=4).blocks[0]
+    shapes = {k: tuple(v.shape) for k, v in block.state_dict().items()}
+    assert shapes == {
+        "norm.weight": (16,), "norm.bias": (16,),
+        "mixer.proj_up.weight": (64, 16), "mixer.proj_down.weight": (16, 32),
+        "mixer.cell.conv_weight": (2, 32, 4), "mixer.cell.conv_bias": (2, 32),
+        "mixer.cell.q_proj": (2, 8, 4, 4), "mixer.cell.k_proj": (2, 8, 4, 4), "mixer.cell.v_proj": (2, 8, 4, 4),
+        "mixer.cell.gate_weight": (2, 4, 96), "mixer.cell.gate_bias": (2, 4),
+        "mixer.cell.norm_weight": (2, 32), "mixer.cell.skip": (2, 32),
+    }

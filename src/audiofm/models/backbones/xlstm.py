@@ -21,13 +21,15 @@ direction runs on each row reversed within its valid length and the two directio
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from ...config import PositiveFloat, PositiveInt
@@ -160,12 +162,19 @@ def mlstm_chunkwise(
     """Chunkwise mLSTM, linear in length: quadratic inside chunks, the (C, n, m) state carried
     between chunks. Shapes as :func:`mlstm_recurrent`. Long inputs are processed in segments of
     ``segment_chunks`` chunks so that the per-chunk states never exist for the whole sequence."""
-    seg = max(1, chunk_size) * segment_chunks
-    if q.shape[2] <= seg:
+    t = max(1, chunk_size)
+    seg = t * segment_chunks
+    s = q.shape[2]
+    if s <= seg and (s % t == 0 or s < t):
         return _mlstm_chunkwise(q, k, v, i, f, state, chunk_size, eps)
+    # segments of whole chunks, then the ragged tail (< chunk_size) as a chunk of its own length:
+    # no padded copies of q, k, v
+    bounds = [*range(0, s - s % t, seg), s - s % t, s]
     hs = []
-    for start in range(0, q.shape[2], seg):
-        sl = slice(start, start + seg)
+    for start, stop in itertools.pairwise(bounds):
+        if stop <= start:
+            continue
+        sl = slice(start, stop)
         h, state = _mlstm_chunkwise(
             q[:, :, sl], k[:, :, sl], v[:, :, sl], i[:, :, sl], f[:, :, sl], state, chunk_size, eps
         )
@@ -183,76 +192,104 @@ def _mlstm_chunkwise(
     # traceable: a fixed chunk length, always padded (no branch on the length), scan carry
     t = max(1, chunk_size) if traceable else max(1, min(chunk_size, s))
     nc = (s + t - 1) // t  # (a traced negative floor division would truncate in ONNX)
-    k = k * dk**-0.5
     lf = F.logsigmoid(f)
     if traceable or nc * t != s:
         # Padded positions: no input (ĩ = -inf, k = v = 0) and no forgetting (log f = 0).
         pad = nc * t - s
-        # (padding along the time axis of the transposed view is contiguous for the
-        # channel-first q, k, v the block passes in)
-        q, k, v = (F.pad(x.transpose(-1, -2), (0, pad)).transpose(-1, -2) for x in (q, k, v))
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
         lf = F.pad(lf, (0, pad))
         i = F.pad(i, (0, pad), value=-math.inf)
-    c0, n0, m0 = state if state is not None else _zero_state(q, dv)
-    qc, kc, vc = q.view(b, nh, nc, t, dk), k.view(b, nh, nc, t, dk), v.view(b, nh, nc, t, dv)
-    ic = i.view(b, nh, nc, t)
-    bc = lf.view(b, nh, nc, t).cumsum(-1)  # within-chunk cumulative log forget (inclusive)
+    # Every matmul runs on contiguous (B, H, NC, T, d) chunks (a strided operand would be copied
+    # by each matmul), and the 1/sqrt(dk) key scale is folded into the (small) gate tensors.
+    qc = q.contiguous().view(b, nh, nc, t, dk)
+    kc = k.contiguous().view(b, nh, nc, t, dk)
+    vc = v.contiguous().view(b, nh, nc, t, dv)
+    log_scale = -0.5 * math.log(dk)
+    ic = i.reshape(b, nh, nc, t)
+    bc = lf.reshape(b, nh, nc, t).cumsum(-1)  # within-chunk cumulative log forget (inclusive)
     g = bc[..., -1]  # (B, H, NC) log forget of the whole chunk
     w = g[..., None] - bc + ic  # log weight of input s in the chunk-end state
     w_max = w.max(-1).values.detach()  # (B, H, NC)
-    # Each chunk's own contribution to the state, stabilised by its max.
-    kw = kc * torch.exp(w - w_max[..., None])[..., None]  # (B, H, NC, T, dk)
-    u_c = kw.transpose(-1, -2) @ vc  # (B, H, NC, dk, dv)
-    u_n = kw.sum(-2)  # (B, H, NC, dk)
-    # Carry (C, n) and m across chunks; the lists hold the state before each chunk.
-    c, n, m = c0, n0, m0.detach()
-    g_d = g.detach()
-    if traceable:
-        (c, n, m), (c_prev, n_prev, m_prev) = _carry_scan((c, n, m), g, g_d, w_max, u_c, u_n)
-    else:
-        cs, ns, ms = [], [], []
-        for j in range(nc):
-            cs.append(c)
-            ns.append(n)
-            ms.append(m)
-            c, n, m = _carry_step(c, n, m, g[..., j], g_d[..., j], w_max[..., j], u_c[:, :, j], u_n[:, :, j])
-        c_prev, n_prev, m_prev = torch.stack(cs, 2), torch.stack(ns, 2), torch.stack(ms, 2)
+    c0, n0, m0 = state if state is not None else _zero_state(q, dv)
+    m_prev, m_last = _chunk_stabilisers(m0.detach(), g.detach(), w_max, traceable)  # (B, H, NC), (B, H)
+    m_after = torch.cat([m_prev[..., 1:], m_last[..., None]], -1)
+    decay = torch.exp(g + m_prev - m_after)  # (B, H, NC): what is left of the carried state
+    # each chunk's own contribution to the state, stabilised by the stabiliser after the chunk
+    kw = kc * torch.exp(w - (m_after[..., None] - log_scale))[..., None]  # (B, H, NC, T, dk)
     causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
     log_d = (bc[..., :, None] - bc[..., None, :] + ic[..., None, :]).masked_fill(~causal, -math.inf)
     inter_log = bc + m_prev[..., None]  # log scale of the carried state at row t
     m_row = torch.maximum(log_d.max(-1).values, inter_log).detach()  # (B, H, NC, T)
-    p = (qc @ kc.transpose(-1, -2)) * torch.exp(log_d - m_row[..., None])  # (B, H, NC, T, T)
-    inter = torch.exp(inter_log - m_row)  # (B, H, NC, T)
-    num = torch.addcmul(p @ vc, qc @ c_prev, inter[..., None])  # (B, H, NC, T, dv)
-    qn = p.sum(-1) + (qc @ n_prev[..., None]).squeeze(-1) * inter  # q·n: (B, H, NC, T)
+    p = (qc @ kc.transpose(-1, -2)) * torch.exp(log_d - (m_row - log_scale)[..., None])  # (B, H, NC, T, T)
+    qi = qc * torch.exp(inter_log - m_row)[..., None]  # q rescaled to read the carried state
+    num, (c, n), n_prev = _carry(p @ vc, (c0, n0), qi, kw, vc, decay, traceable)  # num: (B, H, NC, T, dv)
+    qn = p.sum(-1) + (qi @ n_prev[..., None]).squeeze(-1)  # q·n: (B, H, NC, T)
     den = torch.maximum(qn.abs(), torch.exp(-m_row)) + eps
-    h = (num / den[..., None]).reshape(b, nh, nc * t, dv)[:, :, :s]
-    return h, (c, n, m)
+    h = (num / den[..., None]).view(b, nh, nc * t, dv)
+    return (h if nc * t == s else h[:, :, :s]), (c, n, m_last)
 
 
-def _carry_step(c: Tensor, n: Tensor, m: Tensor, g: Tensor, g_d: Tensor, w_max: Tensor, u_c: Tensor, u_n: Tensor
-                ) -> State:
-    """The state after one chunk: (C, n, m) decayed by the chunk's forget ``g`` and added its own
-    contribution ``(u_c, u_n)`` (stabilised by ``w_max``), with the new stabiliser m."""
-    m_new = torch.maximum(g_d + m, w_max)
-    decay = torch.exp(g + m - m_new)[..., None]  # (B, H, 1)
-    scale = torch.exp(w_max - m_new)[..., None]
-    return decay[..., None] * c + scale[..., None] * u_c, decay * n + scale * u_n, m_new
+def _chunk_stabilisers(m0: Tensor, g: Tensor, w_max: Tensor, traceable: bool) -> tuple[Tensor, Tensor]:
+    """The stabiliser m before each chunk ``(B, H, NC)`` and after the last ``(B, H)``, from
+    ``m_{j+1} = max(m_j + g_j, w_max_j)`` (a pure rescaling: callers pass detached tensors)."""
+    if traceable:
+        from ..layer_config import traceable_scan
+
+        def step(m: Tensor, xs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return torch.maximum(m + xs[0], xs[1]), m.clone()
+
+        m_last, before = traceable_scan(step, m0, (g, w_max), dim=2)
+        return before.movedim(0, 2), m_last
+    # unrolled: m_{j+1} = G_j + max(m_0, max_{l<=j} (w_max_l - G_l)), G the inclusive cumsum of g
+    gc = g.cumsum(-1)
+    m_after = gc + torch.maximum(torch.cummax(w_max - gc, -1).values, m0[..., None])
+    return torch.cat([m0[..., None], m_after[..., :-1]], -1), m_after[..., -1]
 
 
-def _carry_scan(state: State, g: Tensor, g_d: Tensor, w_max: Tensor, u_c: Tensor, u_n: Tensor
-                ) -> tuple[State, State]:
-    """:func:`_carry_step` over all chunks (axis 2) as a traceable scan: the final state and the
-    stacked states *before* each chunk, ``(B, H, NC, ...)``."""
-    from ..layer_config import traceable_scan
+def _carry(num: Tensor, state: tuple[Tensor, Tensor], qi: Tensor, kw: Tensor, vc: Tensor, decay: Tensor,
+           traceable: bool) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+    """Carry ``(C, n)`` across the chunks (axis 2): ``C <- decay_j C + kw_jᵀ v_j`` and
+    ``n <- decay_j n + Σ_t kw_j``; add each chunk's read-out of the C before it, ``qi_j C``, to
+    ``num``. Returns ``num``, the final ``(C, n)`` and the n before each chunk ``(B, H, NC, dk)``."""
+    c, n = state
+    u_n = kw.sum(-2)  # (B, H, NC, dk)
+    if traceable:
+        from ..layer_config import traceable_scan
 
-    def step(carry: State, xs: tuple[Tensor, ...]) -> tuple[State, State]:
-        c, n, m = carry
-        return _carry_step(c, n, m, *xs), (c.clone(), n.clone(), m.clone())
+        Pair = tuple[Tensor, Tensor]
 
-    final, before = traceable_scan(step, state, (g, g_d, w_max, u_c, u_n), dim=2)
-    c_prev, n_prev, m_prev = (x.movedim(0, 2) for x in before)
-    return final, (c_prev, n_prev, m_prev)
+        def step(carry: Pair, xs: tuple[Tensor, ...]) -> tuple[Pair, Pair]:
+            cj, nj = carry
+            q_j, k_j, v_j, un_j, d_j = xs
+            c_new = torch.addcmul(k_j.transpose(-1, -2) @ v_j, cj, d_j[..., None, None])
+            return (c_new, torch.addcmul(un_j, nj, d_j[..., None])), (q_j @ cj, nj.clone())
+
+        (c, n), (reads, n_prev) = traceable_scan(step, (c, n), (qi, kw, vc, u_n, decay), dim=2)
+        return num + reads.movedim(0, 2), (c, n), n_prev.movedim(0, 2)
+    ns = []  # n is small: a plain loop
+    for un_j, d_j in zip(u_n.unbind(2), decay.unbind(2)):
+        ns.append(n)
+        n = torch.addcmul(un_j, n, d_j[..., None])
+    n_prev = torch.stack(ns, 2)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (num, c, qi, kw, vc, decay)):
+        # autograd: every chunk's contribution and read-out in one batched matmul each (the
+        # per-chunk states are kept for backward anyway); only the decay-and-add is a loop
+        u = kw.transpose(-1, -2) @ vc  # (B, H, NC, dk, dv)
+        cs = []
+        for u_j, d_j in zip(u.unbind(2), decay.unbind(2)):
+            cs.append(c)
+            c = torch.addcmul(u_j, c, d_j[..., None, None])
+        return num + qi @ torch.stack(cs, 2), (c, n), n_prev
+    # inference: in place, one chunk at a time on (B*H)-batched views; the per-chunk states are
+    # never stored together (a chunk's state is larger than its activations)
+    b, nh, nc, t, _ = qi.shape
+    flat = (b * nh, c.shape[-2], c.shape[-1])
+    c = c.reshape(flat).clone()
+    for j in range(nc):
+        num[:, :, j].view(b * nh, t, -1).baddbmm_(qi[:, :, j].view(b * nh, t, -1), c)
+        c.mul_(decay[:, :, j].reshape(b * nh, 1, 1)).baddbmm_(kw[:, :, j].view(b * nh, t, -1).transpose(1, 2),
+                                                              vc[:, :, j].view(b * nh, t, -1))
+    return num, (c.view(b, nh, *flat[1:]), n), n_prev
 
 
 def mlstm_recurrent_traceable(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, eps: float = 1e-6) -> Tensor:
@@ -297,9 +334,9 @@ def mlstm_fused(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, chunk_siz
 # ----------------------------------------------------------------------------- block
 
 
-def _headwise(x: Tensor, weight: Tensor) -> Tensor:
+def _headwise_ref(x: Tensor, weight: Tensor) -> Tensor:
     """Block-diagonal projection on channel-first x: (nd, B, nb*bs, L) with weight
-    (nd, nb, o, bs) -> (nd, B, nb*o, L)."""
+    (nd, nb, o, bs) -> (nd, B, nb*o, L): ``bs`` multiply-adds along the contiguous time axis."""
     nd, b, _, length = x.shape
     nb, o, bs = weight.shape[1:]
     xb = x.view(nd, b, nb, 1, bs, length)
@@ -308,6 +345,37 @@ def _headwise(x: Tensor, weight: Tensor) -> Tensor:
     for j in range(1, bs):
         y.addcmul_(xb[..., j, :], w[..., j, :])
     return y.view(nd, b, nb * o, length)
+
+
+class _Headwise(torch.autograd.Function):
+    """:func:`_headwise_ref` with a hand-written backward: the input gradient is the same
+    projection with each block transposed, the weight gradient one batched matmul (autograd of
+    the multiply-adds would reduce over broadcast axes once per term, several times slower)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return _headwise_ref(x, weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        nd, b, _, length = x.shape
+        nb, o, bs = weight.shape[1:]
+        gy = gy.contiguous()
+        gx = _headwise_ref(gy, weight.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        gw = None
+        if ctx.needs_input_grad[1]:
+            xb = x.view(nd, b, nb, bs, length)
+            gw = torch.matmul(gy.view(nd, b, nb, o, length), xb.transpose(-1, -2)).sum(1)  # (nd, nb, o, bs)
+        return gx, gw
+
+
+def _headwise(x: Tensor, weight: Tensor, traceable: bool = False) -> Tensor:
+    """The block-diagonal q/k/v projection (see :func:`_headwise_ref`); ``traceable``: without
+    the custom autograd function (export)."""
+    return _headwise_ref(x, weight) if traceable else _Headwise.apply(x, weight)
 
 
 def _small_init(dim: int) -> float:
@@ -379,23 +447,30 @@ class MLSTMMixer(nn.Module):
         cfg, p = self.cfg, self.cell
         nd, b, length, e = xm.shape
         nh = cfg.heads
+        dh = e // nh
         xc, conv_state = causal_conv(xm, p.conv_weight[:, None], p.conv_bias[:, None], conv_state)
         xc = F.silu(xc)
         # q, k, v and the gates channel-first, (nd, B, E, L), where the small blocks are fast.
         xct, xmt = xc.transpose(-1, -2).contiguous(), xm.transpose(-1, -2).contiguous()
-        q, k, v = _headwise(xct, p.q_proj), _headwise(xct, p.k_proj), _headwise(xmt, p.v_proj)
+        q = _headwise(xct, p.q_proj, self.exportable)
+        k = _headwise(xct, p.k_proj, self.exportable)
+        v = _headwise(xmt, p.v_proj, self.exportable)
         gw = p.gate_weight[:, None]  # (nd, 1, 2H, 3E)
         gates = torch.matmul(gw[..., :e], q).add_(p.gate_bias[:, None, :, None])
         gates.add_(torch.matmul(gw[..., e : 2 * e], k)).add_(torch.matmul(gw[..., 2 * e :], v))
         i, f = gates.view(nd * b, 2 * nh, length).chunk(2, 1)  # (nd*B, H, L) each
 
-        def heads(x: Tensor) -> Tensor:  # (nd, B, E, L) -> (nd*B, H, L, dh), a strided view
-            return x.view(nd * b, nh, -1, length).transpose(-1, -2)
+        def heads(x: Tensor) -> Tensor:  # (nd, B, E, L) -> (nd*B, H, L, dh), contiguous for the cell
+            return x.view(nd * b, nh, dh, length).transpose(-1, -2).contiguous()
 
-        h, state = self._cell(heads(q), heads(k), heads(v), i, f, state)
-        h = F.layer_norm(h, h.shape[-1:], eps=1e-5)  # group norm: per head
-        h = h.transpose(1, 2).reshape(nd, b, length, e) * p.norm_weight[:, None, None]
-        return torch.addcmul(h, p.skip[:, None, None], xc), conv_state, state
+        h, state = self._cell(heads(q), heads(k), heads(v), i, f, state)  # (nd*B, H, L, dh)
+        h = F.layer_norm(h, (dh,), eps=1e-5)  # group norm: per head
+        # skip + per-head norm weight, written token-major: (nd, B, L, H, dh)
+        out = xc * p.skip[:, None, None]
+        out.view(nd, b, length, nh, dh).addcmul_(
+            h.view(nd, b, nh, length, dh).transpose(2, 3), p.norm_weight.view(nd, 1, 1, nh, dh)
+        )
+        return out, conv_state, state
 
     def _mix_out(self, xm: Tensor) -> Tensor:
         return self._mix(xm)[0]
