@@ -102,7 +102,8 @@ def test_info_verifies_the_weights(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda m: m["encoder"].__setitem__("backbone", "rnn"), "unknown backbone 'rnn'; available: mamba, mamba2, transformer, xlstm"),
+    (lambda m: m["encoder"].__setitem__("backbone", "rnn"),
+     "unknown backbone 'rnn'; available: mamba, mamba2, transformer, xlstm"),
     (lambda m: m["encoder"]["backbone_cfg"].__setitem__("nope", 1), "backbone_cfg: unknown key(s) nope"),
     (lambda m: m["encoder"].__setitem__("patch_t", 0), "encoder.patch_t: got 0, expected an integer ≥ 1"),
 ])
