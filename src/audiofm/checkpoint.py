@@ -57,7 +57,10 @@ FORMAT = "audiofm-checkpoint"
 FORMAT_VERSION = 2
 KINDS = ("msm", "encoder", "classifier", "dual")
 DUAL_PARTS = ("encoder.", "text.", "audio_proj.", "text_proj.", "temperature.")  # weights of kind "dual"
-DUAL_TRAINING = ("aux.",)  # training-only parts of a dual model kept in periodic checkpoints (resume)
+# training-only parts (a dual model's cluster head, an MSM model's EMA teacher): kept in periodic
+# checkpoints (resume), not part of the model a final checkpoint describes
+TRAINING_PARTS = ("aux.",)
+DUAL_TRAINING = TRAINING_PARTS  # the name the retrieval code uses
 PREDICTION_TYPES = ("multiclass", "multilabel")
 WEIGHTS = "model.safetensors"
 # ModelConfig fields that only the MSM pretraining model has (stored in spec.pretraining)
@@ -543,11 +546,16 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "parameters": count_parameters(encoder)}}
     if any(not k.startswith(("encoder.", "head.")) for k in keys):
         cfg = spec.model_config()
+        msm = MSMModel(cfg)
         components["decoder"] = {
             "dim": cfg.decoder_dim, "depth": cfg.decoder_depth, "heads": cfg.decoder_heads,
             "mask_mode": cfg.mask_mode, "mask_ratio": cfg.mask_ratio, "encoder_input": cfg.encoder_input,
-            "parameters": count_parameters(MSMModel(cfg)) - components["encoder"]["parameters"]}
-        expected = {k: tuple(v.shape) for k, v in MSMModel(cfg).state_dict().items()}
+            "objective": cfg.objective,
+            "parameters": count_parameters(msm) - components["encoder"]["parameters"]}
+        # training-only parts (the latent objective's teacher) are in periodic checkpoints only
+        training = any(k.startswith(TRAINING_PARTS) for k in keys)
+        expected = {k: tuple(v.shape) for k, v in msm.state_dict().items()
+                    if training or not k.startswith(TRAINING_PARTS)}
     if spec.head is not None:
         h = spec.head
         components["head"] = {"type": h.type, "config": h.config, "prediction_type": h.prediction_type,

@@ -62,6 +62,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", help="JSON written by audiofm stats, with the log-mel mean/std (default: computed "
                    "from {stats_clips} clips before training)")
     p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
+    p.add_argument("--objective", choices=["reconstruct", "latent"],
+                   help="what the decoder predicts at the masked patches: the patches (reconstruct) or an EMA "
+                   "teacher's representations of them (latent; settings model_overrides.latent.*, "
+                   "docs/pretraining.md) (default: reconstruct)")
     p.add_argument("--init", metavar="CKPT", help="continue pretraining from this checkpoint's weights with a "
                    "fresh schedule (domain-adaptive pretraining; its model config replaces --model) "
                    "(default: none)")
@@ -104,6 +108,8 @@ def pretrain_config_from_args(args: argparse.Namespace) -> Any:
         flags["data"]["splits"] = [s for s in args.splits.split(",") if s]
     if args.stats:
         flags["model_overrides"] = {"encoder": {"frontend": _read_stats(args.stats)}}
+    if args.objective:
+        flags["model_overrides"] = {**flags.get("model_overrides", {}), "objective": args.objective}
     return resolve_config(PretrainConfig, args, flags, required={"data.source": "--data"}, check=_check_model,
                           base=resume_base(args, PretrainConfig))
 
@@ -361,7 +367,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "decoder" in comps:
         dec = comps["decoder"]
         print(f"  decoder    {dec['dim']}-d x {dec['depth']}; mask {dec['mask_mode']} {dec['mask_ratio']}; "
-              f"encoder input {dec['encoder_input']}")
+              f"encoder input {dec['encoder_input']}; objective {dec.get('objective', 'reconstruct')}")
     if "head" in comps:
         h = comps["head"]
         print(f"  head       {h['type']} {h['config']}; {h['classes']} {h['prediction_type']} classes "

@@ -271,8 +271,12 @@ class Checkpointer:
         truncate_metrics(self.run_dir / "metrics.jsonl", step)
 
     def _write(self, path: Path, train_state: dict[str, Any] | None, meta: dict[str, Any]) -> Path:
-        """The one call that writes a checkpoint directory."""
-        return ckpt.save_checkpoint(path, self.recipe.spec, self.recipe.model, train_state,
+        """The one call that writes a checkpoint directory: the whole model in a periodic
+        checkpoint (``train_state``), the recipe's ``export_state()`` (when it has one) in the
+        final and best ones."""
+        export = getattr(self.recipe, "export_state", None)
+        state = self.recipe.model if train_state is not None or export is None else export()
+        return ckpt.save_checkpoint(path, self.recipe.spec, state, train_state,
                                     {**meta, "data_fingerprint": self.data_fingerprint}, overwrite=True)
 
     def save(self, step: int, train_state: dict[str, Any], final: bool = False) -> Path | None:

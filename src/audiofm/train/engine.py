@@ -162,6 +162,11 @@ class Recipe(Protocol):
     * ``batch_coupled: bool``: the loss couples the clips of a batch (SupCon, InfoNCE, batch
       statistics) and computes it over ``batch.gather(z)`` (called inside the model's forward,
       e.g. passed as a keyword argument, so DDP sees it). ``train.accum_steps > 1`` is refused.
+    * ``after_step(step, max_steps)``: called on every process right after optimiser step
+      ``step`` (1-based) of ``max_steps``, e.g. to move an EMA teacher (a training-only part
+      under ``aux.``, kept in the periodic checkpoints so a resume restores it).
+    * ``export_state() -> dict[str, Tensor]``: the weights of the final and best checkpoints
+      (default: the whole model), e.g. without the training-only parts.
     """
 
     @property
@@ -270,6 +275,7 @@ class Engine:
         self.checkpoints.prepare(self.resolved_config, self.step, world_size=self.dist.world,
                                  device=str(self.device))
         train_model = wrap_ddp(model, self.device, self.dist)
+        after_step = getattr(self.recipe, "after_step", None)
         speed, last_loss, status = Throughput(), float("nan"), "completed"
         with (StopSignals() as signals, MetricsLog(self.run_dir / "metrics.jsonl", self.dist.main) as log,
               ProgressBar(cfg.max_steps, self.step, self.progress and self.dist.main) as bar):
@@ -287,6 +293,8 @@ class Engine:
                 set_lr(optimizer, lr)
                 last_loss, extras, gnorm = self._train_step(train_model, model, optimizer)
                 self.step += 1
+                if after_step is not None:
+                    after_step(self.step, cfg.max_steps)
                 speed.add(cfg.batch_size)
                 if self.deadline is not None:
                     self.deadline.after_step(self.step)  # may move cfg.max_steps (every rank alike)

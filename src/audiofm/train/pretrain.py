@@ -1,4 +1,5 @@
-"""The masked-spectrogram pretraining recipe: data → crops → masks → MSM loss."""
+"""The masked-spectrogram pretraining recipe: data → crops → masks → MSM loss (reconstruction,
+or latent prediction with an EMA teacher moved after every optimiser step)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,10 @@ def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: 
 
 
 class PretrainRecipe:
-    """Masked spectrogram modelling on random crops of ``segment_seconds``."""
+    """Masked spectrogram modelling on random crops of ``segment_seconds``. With the latent
+    objective the model holds an EMA teacher (``aux.teacher``): moved after every optimiser
+    step (:meth:`after_step`), saved in the periodic checkpoints, left out of the final weights
+    (:meth:`export_state`: the student encoder, or the teacher with ``latent.keep: teacher``)."""
 
     def __init__(self, config: ModelConfig, store: ClipStore, seed: int) -> None:
         self.config = config
@@ -112,11 +116,23 @@ class PretrainRecipe:
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         device = next(model.parameters()).device
         wave = torch.from_numpy(np.stack([self.store.crop(i, self.segment, s) for i, s in zip(batch.ids, batch.seeds)]))
-        # the mask for the whole global batch comes from one generator; take our slice of it
+        # the masks of the whole global batch come from one generator; take our clips' slice
+        # of each of the M masks per clip
         g = torch.Generator().manual_seed(mix(self.seed, batch.step, 11))
-        mask = self.model.sample_mask(batch.global_size, self.segment, g)[batch.offset : batch.offset + len(batch.ids)]
-        out = model(wave.to(device), mask.to(device))
-        return out["loss"], {}
+        masks = self.model.sample_mask(batch.global_size, self.segment, g)  # (M·global, N)
+        masks = masks.view(self.config.num_masks, batch.global_size, -1)
+        masks = masks[:, batch.offset : batch.offset + len(batch.ids)]
+        out = model(wave.to(device), masks.reshape(-1, masks.shape[-1]).to(device))
+        extras = {k: float(out[k]) for k in ("frame_loss", "clip_loss") if k in out}
+        return out["loss"], extras
+
+    def after_step(self, step: int, max_steps: int) -> None:
+        """After optimiser step ``step`` (1-based): θ_teacher ← τ·θ_teacher + (1 − τ)·θ_student
+        with τ of update ``step − 1`` of ``max_steps`` (:func:`~audiofm.models.latent.ema_decay`)."""
+        self.model.ema_step(step - 1, max_steps)
+
+    def export_state(self) -> dict[str, Tensor]:
+        return self.model.export_state()
 
 
 def resolve_config(cfg: PretrainConfig) -> ModelConfig:
@@ -185,7 +201,11 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     if init is not None:
         state, whole = init
         target: nn.Module = recipe.model if whole else recipe.model.encoder
+        if whole:  # a teacher is never continued: it restarts as a copy of the loaded encoder
+            own = {k: v for k, v in recipe.model.state_dict().items() if k.startswith(ckpt.TRAINING_PARTS)}
+            state = {**{k: v for k, v in state.items() if not k.startswith(ckpt.TRAINING_PARTS)}, **own}
         ckpt.load_weights(target, state, cfg.init, strict=True)
+        recipe.model.reset_teacher()
     # room for a periodic checkpoint (weights + AdamW moments) and the final weights, before training
     check_writable(out, need_bytes=4 * sum(p.numel() * p.element_size() for p in recipe.model.parameters()))
     if latest is not None:
