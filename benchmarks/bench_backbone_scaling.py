@@ -36,14 +36,11 @@ import sys
 import time
 from pathlib import Path
 
+from _timing import samples_for, tokens_for
+
 SECONDS = [10, 30, 60, 120, 300, 600]
 BACKBONES = ["transformer", "mamba", "mamba2", "xlstm"]
 WARMUP_TOKENS = 2048
-
-
-def tokens_for(seconds: float) -> int:
-    """Token count of a clip with the default front end (10 ms hop, 128 mels, 16×16 patches)."""
-    return 8 * int(seconds * 100 // 16)
 
 
 def _maxrss_mib() -> float:
@@ -60,11 +57,6 @@ def build(name: str):  # -> AudioEncoder
     from audiofm.models.registry import model_config
 
     return AudioEncoder(model_config(PRESETS[name]).encoder)
-
-
-def samples_for(tokens: int) -> int:
-    """Audio samples (16 kHz) whose log-mel gives exactly ``tokens // 8`` whole time patches."""
-    return (tokens // 8 * 16 - 1) * 160 + 512
 
 
 def worker(name: str, tokens: int, repeats: int, threads: int | None, budget: float) -> dict:

@@ -29,26 +29,13 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _timing import bench_encoders, interleaved, n_params
+
 SECONDS = [10, 60, 120, 300]
-
-
-def tokens_for(seconds: float) -> int:
-    """Token count of a clip with the default front end (10 ms hop, 128 mels, 16×16 patches)."""
-    return 8 * int(seconds * 100 // 16)
-
-
-def samples_for(tokens: int) -> int:
-    """Audio samples (16 kHz) whose log-mel gives exactly ``tokens // 8`` whole time patches."""
-    return (tokens // 8 * 16 - 1) * 160 + 512
-
-
-def n_params(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def stacks(dim: int, depth: int, chunk_sizes: list[int], with_mambapy: bool) -> dict[str, Any]:
@@ -69,28 +56,6 @@ def stacks(dim: int, depth: int, chunk_sizes: list[int], with_mambapy: bool) -> 
         torch.manual_seed(0)
         out["mambapy"] = Mamba(MambaConfig(d_model=dim, n_layers=depth))
     return out
-
-
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: Callable[[str], None] | None = None,
-                budget: float = float("inf")) -> dict[str, dict[str, Any]]:
-    """Best and all wall (and process CPU) times of each ``fns[label]()``, repeats interleaved
-    across labels; no further round once a round took more than ``budget`` seconds."""
-    if warmup is not None:
-        for label in fns:
-            warmup(label)
-    times: dict[str, list[float]] = {label: [] for label in fns}
-    cpu: dict[str, list[float]] = {label: [] for label in fns}
-    for _ in range(repeats):
-        t_round = time.perf_counter()
-        for label, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[label].append(time.perf_counter() - t0)
-            cpu[label].append(time.process_time() - c0)
-        if time.perf_counter() - t_round > budget:
-            break
-    return {label: {"best": min(t), "all": t, "cpu_best": min(cpu[label]), "cpu_all": cpu[label]}
-            for label, t in times.items()}
 
 
 def bench_stacks(args: argparse.Namespace, with_mambapy: bool) -> dict[str, Any]:
@@ -127,35 +92,6 @@ def bench_stacks(args: argparse.Namespace, with_mambapy: bool) -> dict[str, Any]
         "inference": inference,
         "training": training,
     }
-
-
-def bench_encoders(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from audiofm.models.encoder import AudioEncoder
-    from audiofm.models.registry import model_config
-
-    encoders = {}
-    for name in ("msm_mamba_tiny", "msm_mamba2_tiny"):
-        torch.manual_seed(0)
-        encoders[name] = AudioEncoder(model_config(name).encoder).eval()
-    with torch.inference_mode():
-        for enc in encoders.values():
-            enc.frame_embeddings(0.1 * torch.randn(1, samples_for(2048)))
-    out: dict[str, Any] = {"params": {k: n_params(e) for k, e in encoders.items()}, "lengths": {}}
-    for s in args.seconds:
-        wave = 0.1 * torch.randn(1, samples_for(tokens_for(s)))
-
-        def run(enc: AudioEncoder, wave: torch.Tensor = wave) -> Callable[[], None]:
-            def go() -> None:
-                with torch.inference_mode():
-                    enc.frame_embeddings(wave)
-            return go
-
-        res = interleaved({k: run(e) for k, e in encoders.items()}, args.repeats, budget=args.repeat_budget)
-        out["lengths"][str(s)] = {"tokens": tokens_for(s), **res}
-        print(f"  encoders {s:g} s: " + ", ".join(f"{k} {v['best']:.3f} s" for k, v in res.items()), flush=True)
-    return out
 
 
 def markdown(res: dict[str, Any], args: argparse.Namespace) -> str:
@@ -244,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if res["stacks"]:
         print("  stacks: " + ", ".join(f"{k} {v['best']:.3f} / {res['stacks']['training'][k]['best']:.3f} s"
                                        for k, v in res["stacks"]["inference"].items()), flush=True)
-    res["encoders"] = bench_encoders(args) if args.seconds else {}
+    res["encoders"] = (bench_encoders(("msm_mamba_tiny", "msm_mamba2_tiny"), args.seconds, args.repeats,
+                                      args.repeat_budget) if args.seconds else {})
     res["load_end"] = os.getloadavg()[0]
     table = markdown(res, args)
     args.out.mkdir(parents=True, exist_ok=True)

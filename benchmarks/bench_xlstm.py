@@ -35,31 +35,17 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _timing import bench_encoders, interleaved, n_params
+
 ROOT = Path(__file__).resolve().parents[1]
 XLSTM_FILE = "src/audiofm/models/backbones/xlstm.py"
-
-
-def tokens_for(seconds: float) -> int:
-    """Token count of a clip with the default front end (10 ms hop, 128 mels, 16×16 patches)."""
-    return 8 * int(seconds * 100 // 16)
-
-
-def samples_for(tokens: int) -> int:
-    """Audio samples (16 kHz) whose log-mel gives exactly ``tokens // 8`` whole time patches."""
-    return (tokens // 8 * 16 - 1) * 160 + 512
-
-
-def n_params(model: Any) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def load_baseline(rev: str) -> Any:
@@ -104,27 +90,6 @@ class PeerOut:
 
     def __call__(self, x: Any) -> Any:
         return self.model(x)[0]
-
-
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, budget: float = float("inf")
-                ) -> dict[str, dict[str, Any]]:
-    """Wall and process CPU times of each ``fns[label]()``, repeats interleaved across labels
-    (the starting label rotates each round); no further round once one took ``budget`` s."""
-    labels = list(fns)
-    times: dict[str, list[float]] = {label: [] for label in labels}
-    cpu: dict[str, list[float]] = {label: [] for label in labels}
-    for r in range(repeats):
-        t_round = time.perf_counter()
-        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            fns[label]()
-            times[label].append(time.perf_counter() - t0)
-            cpu[label].append(time.process_time() - c0)
-        if time.perf_counter() - t_round > budget:
-            break
-    return {label: {"best": min(t), "median": statistics.median(t), "all": t,
-                    "cpu_best": min(cpu[label]), "cpu_median": statistics.median(cpu[label])}
-            for label, t in times.items()}
 
 
 def bench_stacks(args: argparse.Namespace, with_peer: bool, baseline: Any) -> dict[str, Any]:
@@ -182,9 +147,9 @@ def bench_stacks(args: argparse.Namespace, with_peer: bool, baseline: Any) -> di
     infer_fns = {k: infer(k) for k in models}
     for fn in [*infer_fns.values(), *train_fns.values()]:  # warm-up
         fn()
-    inference = interleaved(infer_fns, args.repeats)
+    inference = interleaved(infer_fns, args.repeats, rotate=True)
     print("  inference: " + ", ".join(f"{k} {v['median']:.3f} s" for k, v in inference.items()), flush=True)
-    training = interleaved(train_fns, args.repeats)
+    training = interleaved(train_fns, args.repeats, rotate=True)
     print("  training: " + ", ".join(f"{k} {v['median']:.3f} s" for k, v in training.items()), flush=True)
     for k, m in models.items():  # leave the configs as built
         if k != "xlstm peer":
@@ -192,35 +157,6 @@ def bench_stacks(args: argparse.Namespace, with_peer: bool, baseline: Any) -> di
                 blk.mixer.cfg.recompute = True
     return {"params": {k: n_params(m) for k, m in models.items()}, "inference": inference, "training": training,
             "check": check}
-
-
-def bench_encoders(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from audiofm.models.encoder import AudioEncoder
-    from audiofm.models.registry import model_config
-
-    encoders = {}
-    for name in ("msm_xlstm_tiny", "msm_vit_tiny"):
-        torch.manual_seed(0)
-        encoders[name] = AudioEncoder(model_config(name).encoder).eval()
-    with torch.inference_mode():
-        for enc in encoders.values():
-            enc.frame_embeddings(0.1 * torch.randn(1, samples_for(2048)))
-    out: dict[str, Any] = {"params": {k: n_params(e) for k, e in encoders.items()}, "lengths": {}}
-    for s in args.seconds:
-        wave = 0.1 * torch.randn(1, samples_for(tokens_for(s)))
-
-        def run(enc: AudioEncoder, wave: torch.Tensor = wave) -> Callable[[], None]:
-            def go() -> None:
-                with torch.inference_mode():
-                    enc.frame_embeddings(wave)
-            return go
-
-        res = interleaved({k: run(e) for k, e in encoders.items()}, args.repeats, budget=args.repeat_budget)
-        out["lengths"][str(s)] = {"tokens": tokens_for(s), **res}
-        print(f"  encoders {s:g} s: " + ", ".join(f"{k} {v['median']:.3f} s" for k, v in res.items()), flush=True)
-    return out
 
 
 def _ratio_cells(res: dict[str, Any], ref: str, k: str) -> str:
@@ -330,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"threads": torch.get_num_threads(), "load_start": load_start, "note": note,
                            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     res["stacks"] = {} if args.no_stacks else bench_stacks(args, with_peer, baseline)
-    res["encoders"] = bench_encoders(args) if args.seconds else {}
+    res["encoders"] = (bench_encoders(("msm_xlstm_tiny", "msm_vit_tiny"), args.seconds, args.repeats,
+                                      args.repeat_budget, stat="median", rotate=True) if args.seconds else {})
     res["load_end"] = os.getloadavg()[0]
     table = markdown(res, args)
     args.out.mkdir(parents=True, exist_ok=True)
