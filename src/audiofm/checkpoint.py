@@ -51,16 +51,12 @@ from .embedding import POOLINGS
 from .io import atomic_dir
 from .models.encoder import AudioEncoder, EncoderConfig
 from .models.heads import HEADS
-from .models.msm import ModelConfig
+from .models.msm import TRAINING_PARTS, ModelConfig
 
 FORMAT = "audiofm-checkpoint"
 FORMAT_VERSION = 2
 KINDS = ("msm", "encoder", "classifier", "dual")
 DUAL_PARTS = ("encoder.", "text.", "audio_proj.", "text_proj.", "temperature.")  # weights of kind "dual"
-# training-only parts (a dual model's cluster head, an MSM model's EMA teacher): kept in periodic
-# checkpoints (resume), not part of the model a final checkpoint describes
-TRAINING_PARTS = ("aux.",)
-DUAL_TRAINING = TRAINING_PARTS  # the name the retrieval code uses
 PREDICTION_TYPES = ("multiclass", "multilabel")
 WEIGHTS = "model.safetensors"
 # ModelConfig fields that only the MSM pretraining model has (stored in spec.pretraining)
@@ -281,7 +277,7 @@ def save_checkpoint(
         raise ValueError(f"meta keys {clash} are reserved checkpoint fields")
     tensors = _tensors(state)
     if spec.kind == "dual":
-        tensors = {k: v for k, v in tensors.items() if k.startswith(DUAL_PARTS + DUAL_TRAINING)}
+        tensors = {k: v for k, v in tensors.items() if k.startswith(DUAL_PARTS + TRAINING_PARTS)}
         needed = [p for p in DUAL_PARTS[2:] if not any(k.startswith(p) for k in tensors)]
         if spec.encoder is not None:
             needed += [] if any(k.startswith("encoder.") for k in tensors) else ["encoder."]

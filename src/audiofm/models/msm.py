@@ -20,6 +20,9 @@ from .masking import MASK_MODES, make_mask, masked_indices, visible_indices
 from .patch import sincos_2d
 
 OBJECTIVES = ("reconstruct", "latent")
+# The prefix of training-only parts of any model (an MSM model's EMA teacher, a dual model's
+# cluster head): kept in periodic checkpoints (resume), not in the weights a final checkpoint holds.
+TRAINING_PARTS = ("aux.",)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class MSMModel(nn.Module):
         self._init_weights()
         if cfg.objective == "latent":
             # the teacher starts as a copy of the student and never receives gradients; under
-            # "aux." it is a training-only part (checkpoint.TRAINING_PARTS): in periodic
+            # "aux." it is a training-only part (TRAINING_PARTS): in periodic
             # checkpoints (resume), not in the final weights (export_state)
             self.aux = nn.ModuleDict({"teacher": copy.deepcopy(self.encoder).requires_grad_(False)})
             self.aux.train(False)
@@ -128,7 +131,7 @@ class MSMModel(nn.Module):
     def export_state(self) -> dict[str, Tensor]:
         """The weights of a final checkpoint: everything but the training-only teacher, with the
         encoder ``latent.keep`` names (the teacher's weights as ``encoder.*`` for 'teacher')."""
-        state = {k: v for k, v in self.state_dict().items() if not k.startswith("aux.")}
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith(TRAINING_PARTS)}
         if self.teacher is not None and self.cfg.latent.keep == "teacher":
             state.update({f"encoder.{k}": v for k, v in self.teacher.state_dict().items()})
         return state
@@ -227,7 +230,7 @@ class MSMModel(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     """Parameters of ``module`` without the training-only parts (an MSM model's teacher)."""
-    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith("aux."))
+    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith(TRAINING_PARTS))
 
 
 def describe(cfg: ModelConfig) -> dict[str, Any]:

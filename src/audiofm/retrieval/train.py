@@ -189,7 +189,7 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
     data_fp = fingerprint(list(train_rows))
     go_on = broadcast_object(resume and run_dir.exists(), d)
     latest = ckpt.latest_checkpoint(run_dir / "checkpoints") if go_on else None
-    if latest is not None and cfg.cluster_weight > 0 and not any(k.startswith("aux.")
+    if latest is not None and cfg.cluster_weight > 0 and not any(k.startswith(ckpt.TRAINING_PARTS)
                                                                  for k in ckpt.load_state_dict(latest)):
         raise RunDirError(f"{latest}: cannot resume a run with cluster_weight > 0: its checkpoint lacks the "
                           "cluster classifier (aux.* weights; 'dual' checkpoints of this audiofm do not keep them); "
@@ -204,7 +204,7 @@ def train_seed(cfg: RetrievalConfig, seed: int, run_dir: Path, train_rows: Seque
         chosen = "last"
         best = run_dir / "best"
         if (best / "config.json").is_file():
-            state = {k: v for k, v in ckpt.load_state_dict(best).items() if not k.startswith(ckpt.DUAL_TRAINING)}
+            state = {k: v for k, v in ckpt.load_state_dict(best).items() if not k.startswith(ckpt.TRAINING_PARTS)}
             ckpt.load_weights(dual, state, str(best))  # the training-only aux heads are not part of the model
             chosen = f"best (step {result['best_step']})"
         summary = {
