@@ -155,6 +155,8 @@ def test_classifier_is_one_directory_and_predicts_after_load(msm, tmp_path, pred
     assert clf.predict_batch([], 16000).shape == (0, 3)
     with pytest.raises(ValueError, match="pooling='mean'"):
         audiofm.load(path, pooling="max")
+    with pytest.raises(ValueError, match="reads one block .* cannot load it with layers=2"):
+        audiofm.load(path, layers=2)
 
 
 def test_classifier_spec_and_weights_are_checked(msm, tmp_path):

@@ -225,6 +225,10 @@ def test_evaluate_takes_an_onnx_model(exported: dict[str, tuple[Path, Path]], tm
     rc = main(["evaluate", "--model", str(onnx_file), "--pooling", "max", "--tasks", str(tmp_path / "tasks"),
                "--out", str(tmp_path / "run2"), "--seeds", "1", "--probes", "knn", "--no-progress"])
     assert rc == 2
+    # nor with several blocks (the graph reads one)
+    rc = main(["evaluate", "--model", str(onnx_file), "--layers", "2", "--tasks", str(tmp_path / "tasks"),
+               "--out", str(tmp_path / "run3"), "--seeds", "1", "--probes", "knn", "--no-progress"])
+    assert rc == 2 and not (tmp_path / "run3").exists()
 
 
 def test_export_refuses_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
