@@ -107,3 +107,52 @@ def test_fixed_schedule_is_unchanged_without_a_knot() -> None:
     # a knot at the warm-up's end with phase 0 is the same cosine, ending exactly at the last step
     assert lr_at(cfg, 99, (10, 0.0)) == pytest.approx(0.1) and lr_at(cfg, 10, (10, 0.0)) == pytest.approx(1.0)
     assert lr_at(cfg, 60, (50, 0.5)) < lr_at(cfg, 50, (50, 0.5)) == pytest.approx(0.55)
+
+
+class BusyRecipe(SlowingRecipe):
+    """Each step busy-waits ``busy`` CPU-seconds and then sleeps ``idle`` seconds (a neighbour
+    holding the core: wall time passes, this process's CPU time does not)."""
+
+    def __init__(self, busy: float, idle: float) -> None:
+        super().__init__(fast=0.0, slow=0.0, after=0)
+        self.busy, self.idle = busy, idle
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        end = time.process_time() + self.busy
+        while time.process_time() < end:
+            pass
+        time.sleep(self.idle)
+        w = next(model.parameters())
+        return w.square().mean() * len(batch.ids), {}
+
+
+def test_cpu_clock_counts_compute_not_waiting(tmp_path: Path) -> None:
+    """The same budget on the two clocks for steps of 10 ms CPU + 30 ms waiting: the CPU clock fits
+    ~3× the steps the wall clock fits, and its run spends about the budget in CPU time (the
+    wall-clock run about the budget in wall time)."""
+    minutes = 0.03
+    runs = {}
+    for name in ("wall", "cpu"):
+        recipe = BusyRecipe(busy=0.01, idle=0.03)
+        cfg = TrainConfig(batch_size=4, lr=1e-2, min_lr_ratio=0.1, log_every=1, ckpt_every=10_000, seed=0,
+                          device="cpu")
+        cfg.max_steps = calibrate_steps(recipe, cfg, minutes, device=torch.device("cpu"), d=Dist(), clock_name=name)
+        cfg.warmup_steps = max(1, cfg.max_steps // 10)
+        first = cfg.max_steps
+        c0, w0 = time.process_time(), time.perf_counter()
+        res = Engine(recipe, cfg, tmp_path / name, progress=False, budget_minutes=minutes, budget_clock=name).fit()
+        runs[name] = (first, res["step"], time.process_time() - c0, time.perf_counter() - w0)
+        assert res["status"] == "completed"
+        assert _records(tmp_path / name)[-1]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-12)
+    (wall_first, wall_steps, _, wall_s), (cpu_first, cpu_steps, cpu_s, _) = runs["wall"], runs["cpu"]
+    assert 2.0 < cpu_first / wall_first < 4.5 and 2.0 < cpu_steps / wall_steps < 4.5, runs
+    assert wall_s < minutes * 60 + 1.0  # wall clock: the run ends by the budget in wall time
+    assert cpu_s < minutes * 60 + 1.0  # cpu clock: the run's CPU time stays within the budget
+    assert runs["cpu"][3] > 2 * minutes * 60  # while its wall time is ~4× the budget
+
+
+def test_unknown_budget_clock_is_refused() -> None:
+    from audiofm.train.deadline import clock
+
+    with pytest.raises(ValueError, match="unknown budget clock 'gpu'; choose from wall, cpu"):
+        clock("gpu")

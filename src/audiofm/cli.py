@@ -53,9 +53,12 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this wall time "
                    "(default: {train.max_minutes})")
     p.add_argument("--budget-minutes", type=float,
-                   help="finish training within this wall time (plus about one step), the schedule "
+                   help="finish training within this time (plus about one step), the schedule "
                         "completed: the step count is estimated on this machine and re-fitted as training "
                         "goes; replaces --max-steps; not bit-reproducible (default: {budget_minutes})")
+    p.add_argument("--budget-clock", choices=["wall", "cpu"],
+                   help="what --budget-minutes counts: wall time, or CPU time of the training process (all "
+                        "threads; the same compute whatever else runs on the machine) (default: {budget_clock})")
     p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
@@ -99,7 +102,8 @@ def pretrain_config_from_args(args: argparse.Namespace) -> Any:
     from .train.pretrain import PretrainConfig
 
     flags: dict[str, Any] = {"model": args.model, "data": {"source": args.data},
-                             "budget_minutes": args.budget_minutes, "init": args.init,
+                             "budget_minutes": args.budget_minutes, "budget_clock": args.budget_clock,
+                             "init": args.init,
                              "keep_stats": False if args.recompute_stats else None,
                              "train": {"max_steps": args.max_steps, "batch_size": args.batch_size,
                                        "lr": args.lr, "precision": args.precision, "seed": args.seed,

@@ -1,4 +1,4 @@
-"""``--budget-minutes`` as a wall-clock promise: re-estimate the step time as training goes and
+"""``--budget-minutes`` as a promise: re-estimate the step time as training goes and
 re-fit the rest of the cosine schedule so that its last step — at the final learning rate —
 ends within the budget.
 
@@ -20,12 +20,21 @@ follows. When not even the warm-up fits any more, the warm-up is shortened.
 Budget runs are not bit-reproducible across machines or loads (the step count depends on the
 clock); fixed-step runs never use this module. A resumed budget run keeps its decisions
 (``max_steps``, the knot, the time already used) from the checkpoint.
+
+Two clocks (:data:`CLOCKS`): ``wall`` (``time.perf_counter``, the default: the run ends by a
+time of day) and ``cpu`` (``time.process_time``: CPU seconds of the training process, all its
+threads, user + system). A CPU budget buys the same compute whatever else runs on the machine:
+a one-thread run under load takes longer on the wall but does the same number of steps as on an
+idle machine (up to the memory-bandwidth contention that makes a busy machine's steps cost more
+CPU too). With N threads a step costs up to N CPU-seconds per second; with several processes
+(torchrun) each counts its own and rank 0's decides.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .distributed import Dist, all_reduce_max
@@ -34,24 +43,35 @@ from .schedule import cosine_phase
 if TYPE_CHECKING:
     from .engine import TrainConfig
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def clock(name: str) -> Callable[[], float]:
+    """The clock a budget is counted on: ``wall`` or ``cpu`` (see the module docstring)."""
+    if name not in CLOCKS:
+        raise ValueError(f"unknown budget clock {name!r}; choose from {', '.join(CLOCKS)}")
+    return CLOCKS[name]
+
 
 class Deadline:
     """Keeps ``cfg.max_steps`` (mutated in place) and the schedule's knot within ``minutes``."""
 
-    def __init__(self, minutes: float, cfg: TrainConfig, d: Dist, window: int = 10, min_samples: int = 1) -> None:
+    def __init__(self, minutes: float, cfg: TrainConfig, d: Dist, window: int = 10, min_samples: int = 1,
+                 clock_name: str = "wall") -> None:
         self.budget = float(minutes) * 60.0
+        self.clock_name, self._now = clock_name, clock(clock_name)
         self.cfg, self.dist = cfg, d
         self.knot: tuple[int, float] = (cfg.warmup_steps, 0.0)
         self.used = 0.0  # seconds of earlier sessions of this run
         self.refits = 0
         self.min_samples = min_samples
         self._times: deque[float] = deque(maxlen=window)
-        self._start = self._last = time.perf_counter()
+        self._start = self._last = self._now()
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the decisions so far."""
         return {"minutes": self.budget / 60.0, "knot": [self.knot[0], self.knot[1]], "used_seconds": self.elapsed(),
-                "refits": self.refits}
+                "refits": self.refits, "clock": self.clock_name}
 
     def restore(self, state: dict[str, Any] | None) -> None:
         if state:
@@ -62,15 +82,15 @@ class Deadline:
 
     def start(self) -> None:
         """Start the clock (at the first step of this session)."""
-        self._start = self._last = time.perf_counter()
+        self._start = self._last = self._now()
         self._times.clear()
 
     def elapsed(self) -> float:
-        return self.used + time.perf_counter() - self._start
+        return self.used + self._now() - self._start
 
     def after_step(self, step: int) -> None:
         """``step`` steps are done: re-fit the schedule's end if the clock says so (all ranks)."""
-        now = time.perf_counter()
+        now = self._now()
         self._times.append(now - self._last)
         self._last = now
         target = self._target(step) if self.dist.main else 0

@@ -224,7 +224,7 @@ class Engine:
                  data_fingerprint: dict[str, Any] | None = None, progress: bool = True,
                  on_checkpoint: Callable[[int, Path], None] | None = None, allow_change: Sequence[str] = (),
                  free: Sequence[str] = (), derived: Sequence[str] = (), run_files: Sequence[str] = (),
-                 budget_minutes: float | None = None) -> None:
+                 budget_minutes: float | None = None, budget_clock: str = "wall") -> None:
         self.recipe, self.cfg, self.run_dir = recipe, cfg, Path(run_dir)
         self.resume, self.progress = resume, progress
         self.resolved_config = resolved_config or {}
@@ -235,8 +235,9 @@ class Engine:
                                         data_fingerprint=data_fingerprint, on_checkpoint=on_checkpoint,
                                         run_files=run_files, allow_change=allow_change, free=free, derived=derived)
         self.validator = Validator(recipe, cfg, self.dist, self.checkpoints.save_best)
-        # a wall-clock budget re-fits max_steps as training goes; fixed-step runs have none
-        self.deadline = Deadline(budget_minutes, cfg, self.dist) if budget_minutes is not None else None
+        # a time budget (wall or CPU clock) re-fits max_steps as training goes; fixed-step runs have none
+        self.deadline = (Deadline(budget_minutes, cfg, self.dist, clock_name=budget_clock)
+                         if budget_minutes is not None else None)
 
     @property
     def best(self) -> dict[str, Any]:

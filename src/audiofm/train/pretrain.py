@@ -4,11 +4,10 @@ or latent prediction with an EMA teacher moved after every optimiser step)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from ..models.registry import build_model, model_config
 from .budget import calibrate_steps
 from .checkpointing import check_run_dir
 from .data_order import mix
+from .deadline import clock
 from .distributed import broadcast_object, setup
 from .engine import Batch, Engine, TrainConfig
 
@@ -50,8 +50,10 @@ class DataConfig:
 class PretrainConfig:
     """model: registry name. model_overrides: nested ModelConfig fields. stats_clips: clips used
     to compute the front end's normalisation statistics when the model has none (mean 0, std 1).
-    budget_minutes: if set, the run finishes within this wall time (a promise, not a first
-    estimate): ``train.max_steps`` starts as the steps that fit (the real recipe timed on the
+    budget_minutes: if set, the run finishes within this time (a promise, not a first
+    estimate) on the ``budget_clock``: ``wall`` (time of day) or ``cpu`` (CPU time of the training
+    process, all threads; the same compute whatever else runs on the machine).
+    ``train.max_steps`` starts as the steps that fit (the real recipe timed on the
     training device by the main process before training, shared by all processes; warm-up 10 %)
     and is re-fitted as training goes, the cosine schedule ending at the last step
     (:mod:`audiofm.train.deadline`). Not bit-reproducible across machines or loads; fixed-step
@@ -67,6 +69,7 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stats_clips: PositiveInt = 500
     budget_minutes: PositiveFloat | None = None
+    budget_clock: Literal["wall", "cpu"] = "wall"
     init: str = ""
     keep_stats: bool = True
 
@@ -215,17 +218,19 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     budget = cfg.budget_minutes
     if budget is not None and latest is None:  # a fresh start (also a --resume that found no checkpoint)
         device, d = setup(cfg.train.device, cfg.train.threads)
-        t0 = time.perf_counter()
-        steps = calibrate_steps(recipe, cfg.train, budget, device=device, d=d)
-        budget = max(0.0, budget - broadcast_object(time.perf_counter() - t0, d) / 60)  # timing counts too
+        now = clock(cfg.budget_clock)
+        t0 = now()
+        steps = calibrate_steps(recipe, cfg.train, budget, device=device, d=d, clock_name=cfg.budget_clock)
+        budget = max(0.0, budget - broadcast_object(now() - t0, d) / 60)  # timing counts too
         cfg.train.max_steps = steps
         cfg.train.warmup_steps = max(1, steps // 10)
         if progress and d.main:
-            print(f"budget {cfg.budget_minutes:g} min → {steps} steps of {cfg.train.batch_size} clips "
-                  "(first estimate, re-fitted as training goes)")
+            print(f"budget {cfg.budget_minutes:g} {cfg.budget_clock} min → {steps} steps of "
+                  f"{cfg.train.batch_size} clips (first estimate, re-fitted as training goes)")
     resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
                     data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=budget,
+                    budget_clock=cfg.budget_clock,
                     allow_change=allow_change, free=FREE_ON_RESUME,
                     # a budget run's schedule length follows from the budget (re-fitted as it trains)
                     derived=("resolved_model", *(("train.max_steps", "train.warmup_steps") if budget is not None
