@@ -364,11 +364,12 @@ class _Headwise(torch.autograd.Function):
         nd, b, _, length = x.shape
         nb, o, bs = weight.shape[1:]
         gy = gy.contiguous()
-        gx = _headwise_ref(gy, weight.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        gx = _headwise_ref(gy, weight.transpose(-1, -2)).to(x.dtype) if ctx.needs_input_grad[0] else None
         gw = None
-        if ctx.needs_input_grad[1]:
-            xb = x.view(nd, b, nb, bs, length)
+        if ctx.needs_input_grad[1]:  # under autocast x may be bf16 while gy (like the output) is float32
+            xb = x.view(nd, b, nb, bs, length).to(gy.dtype)
             gw = torch.matmul(gy.view(nd, b, nb, o, length), xb.transpose(-1, -2)).sum(1)  # (nd, nb, o, bs)
+            gw = gw.to(weight.dtype)
         return gx, gw
 
 
