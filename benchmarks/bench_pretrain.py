@@ -61,13 +61,14 @@ def bench_train(name: str, seconds: float, batch: int, precision: str, steps: in
         step()
     flops = fc.get_total_flops()
     step()  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     dt = (time.perf_counter() - t0) / steps
+    cpu = (time.process_time() - c0) / steps  # with --threads 1: the step's cost whatever the load
     return {"model": name, "clip_seconds": seconds, "batch": batch, "precision": precision,
             "encoder_params_M": round(count_parameters(model.encoder) / 1e6, 2),
-            "step_seconds": round(dt, 3), "clips_per_s": round(batch / dt, 2),
+            "step_seconds": round(dt, 3), "cpu_step_seconds": round(cpu, 3), "clips_per_s": round(batch / dt, 2),
             "gflop_per_step": round(flops / 1e9, 1), "achieved_gflops": round(flops / dt / 1e9, 1)}
 
 
@@ -114,11 +115,15 @@ def main() -> None:
             "matmul_gflops": {p: round(v / 1e9, 1) for p, v in peak.items()}}
     (out / "pretrain_throughput.json").write_text(json.dumps({"machine": info, "train": rows, "frontend": fe},
                                                              indent=2))
-    lines = [f"machine: {info}", "", "| model | clip s | batch | precision | enc. params (M) | s/step | clips/s | "
-             "GFLOP/step | GFLOP/s | MFU % |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    # CPU time per step relative to the first model's at the same clip length and precision
+    first = {(r["clip_seconds"], r["precision"]): r["cpu_step_seconds"] for r in reversed(rows)}
+    lines = [f"machine: {info}", "", "| model | clip s | batch | precision | enc. params (M) | s/step | CPU s/step | "
+             f"× {args.models[0]} (CPU) | clips/s | GFLOP/step | GFLOP/s | MFU % |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['clip_seconds']:g} | {r['batch']} | {r['precision']} | {r['encoder_params_M']} | "
-              f"{r['step_seconds']} | {r['clips_per_s']} | {r['gflop_per_step']} | {r['achieved_gflops']} | "
-              f"{r['mfu_pct']} |" for r in rows]
+              f"{r['step_seconds']} | {r['cpu_step_seconds']} | "
+              f"{r['cpu_step_seconds'] / first[(r['clip_seconds'], r['precision'])]:.2f} | {r['clips_per_s']} | "
+              f"{r['gflop_per_step']} | {r['achieved_gflops']} | {r['mfu_pct']} |" for r in rows]
     lines += ["", f"front end: {fe['batch']}×{fe['clip_seconds']:g} s clips in {fe['ms_per_batch']} ms = "
               f"{fe['x_real_time']:.0f}× real time"]
     (out / "pretrain_throughput.md").write_text("\n".join(lines) + "\n")
