@@ -29,12 +29,14 @@ from .config import to_dict
 from .embedding import LAYER_MIXES, Embeddings, chunk_plan, chunk_starts, patch_timestamps, pooled_dim
 from .models.encoder import AudioEncoder, block_range, pool_frames
 from .models.heads import Head, build_head
+from .train.distributed import autocast
 
 if TYPE_CHECKING:
     from .retrieval.model import TextAudioModel
     from .stream import EmbeddingStream
 
 _AUTO = "auto"
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -60,6 +62,10 @@ class Embedder:
     pooling: clip pooling over frames (:data:`~audiofm.embedding.POOLINGS`): 'mean', 'max',
     'meanmax' or 'meanstd' (the last two concatenate two statistics, 2·D dims).
     Frames are the mean over frequency patches of each time patch.
+    precision: 'fp32', or 'bf16' to run the encoder under bf16 autocast (matmuls in bfloat16,
+    outputs returned as float32; the front end and the recurrent scans stay in float32). bf16
+    embeddings are close to, not equal to, fp32 ones, so bf16 enters :meth:`fingerprint` (fp32 keys
+    are those of earlier versions).
     """
 
     def __init__(
@@ -76,7 +82,10 @@ class Embedder:
         chunk_seconds: float | str | None = _AUTO,
         batch_size: int = 16,
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         frame_dim = encoder.cfg.dim * (layers if layer_mix == "concat" else 1)
         self.embed_dim = pooled_dim(frame_dim, pooling)  # checks the pooling name
         block_range(encoder.backbone.depth, layer, layers)  # checks the blocks
@@ -93,6 +102,7 @@ class Embedder:
         self.layers = layers
         self.layer_mix = layer_mix
         self.batch_size = batch_size
+        self.precision = precision
         fe = cfg.frontend
         self.sample_rate = fe.sample_rate
         self.frame_dim = frame_dim
@@ -111,6 +121,8 @@ class Embedder:
                                 "chunk": self.chunk_seconds, "encoder": to_dict(self.encoder_config)}
         if self.layers != 1:  # absent at the default, so that earlier cache keys stay valid
             spec.update(layers=self.layers, layer_mix=self.layer_mix)
+        if self.precision != "fp32":  # likewise
+            spec["precision"] = self.precision
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def embed(self, wave: np.ndarray, sr: int) -> Embeddings:
@@ -161,8 +173,9 @@ class Embedder:
             batch[i, : len(w)] = w
         x = torch.from_numpy(batch).to(self.device)
         lengths = torch.tensor([len(w) for w in waves], device=self.device)
-        fr, valid = self.encoder.frame_embeddings(x, lengths, layer=self.layer, layers=self.layers,
-                                                  layer_mix=self.layer_mix)
+        with autocast(self.device, self.precision):
+            fr, valid = self.encoder.frame_embeddings(x, lengths, layer=self.layer, layers=self.layers,
+                                                      layer_mix=self.layer_mix)
         arr = fr.float().cpu().numpy()
         counts = valid.sum(dim=1).cpu().tolist()
         return [arr[i, : int(c)] for i, c in enumerate(counts)]

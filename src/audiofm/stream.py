@@ -43,6 +43,9 @@ class EmbeddingStream:
     """Incremental frame embeddings of one audio stream (see the module docstring)."""
 
     def __init__(self, embedder: Embedder, sr: int) -> None:
+        if embedder.precision != "fp32":
+            raise ValueError(f"{embedder.name}: streaming runs in fp32 (its carried state would drift in bf16); "
+                             "load the model with precision='fp32' to stream")
         enc = embedder.encoder
         blocks = list(enc.backbone.blocks)
         if not all(hasattr(b, "init_state") for b in blocks):

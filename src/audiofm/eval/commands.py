@@ -83,6 +83,8 @@ def add_parsers(subparsers: Any) -> None:
                    "(default: {layers})")
     p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
                    "concatenated (default: {layer_mix})")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="precision of audiofm checkpoints' encoders: "
+                   "bf16 autocast, close to but not equal to fp32, cached apart (default: {precision})")
     p.add_argument("--compare-to", choices=["first", "best"],
                    help="paired comparisons against the first model or the best per task (default: {compare_to})")
     p.add_argument("--threads", type=int,
@@ -90,6 +92,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--probe-threads", type=int,
                    help="threads while fitting probes; 1 is fastest for probe-sized problems "
                         "(default: {probe_threads})")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes fitting probes while the next tasks are embedded; the results are "
+                        "the same for any N (on 2 cores: --jobs 2 --threads 1) (default: {jobs})")
     add_config_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace results in an existing RUN_DIR "
                    "(default: off)")
@@ -126,8 +131,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "probes": args.probes, "seeds": args.seeds, "out": args.out, "folds": args.folds,
         "max_folds": args.max_folds, "batch_size": args.batch_size, "cache": args.cache,
         "pooling": args.pooling, "layer": args.layer, "layers": args.layers, "layer_mix": args.layer_mix,
+        "precision": args.precision,
         "compare_to": args.compare_to, "threads": args.threads,
-        "probe_threads": args.probe_threads,
+        "probe_threads": args.probe_threads, "jobs": args.jobs,
         "overwrite": args.overwrite or None, "progress": False if args.no_progress else None,
     }
     return resolve_config(EvalConfig, args, flags, required={"tasks": "--tasks", "out": "--out"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from ..config import NonNegativeInt, PositiveInt, Range, check_ranges
 from ..data import HearTask, is_hear_task, is_shard_dir, read_hear_task
@@ -30,13 +30,16 @@ class EvalConfig:
     is test) or None for all; max_folds: keep the first N rounds. batch_size: clips per
     ``embed_batch`` call. cache: embedding cache dir (None → ``$AUDIOFM_CACHE`` if set, else
     ``<out>/embeddings``). pooling / layer / layers / layer_mix: passed to ``audiofm.load`` and
-    ``random_like`` (:class:`audiofm.api.Embedder`).
+    ``random_like`` (:class:`audiofm.api.Embedder`); so is precision ('bf16': the encoders under bf16
+    autocast; its embeddings are cached apart from fp32 ones; not for ONNX graphs or baselines).
     probe: probe hyper-parameter grids. confidence: CI level. compare_to: paired comparisons
     against the "first" model or the "best" per task. random_seed: init seed of the "random"
     baseline. threads: CPU threads for torch, BLAS and faiss during the whole run (None: the
     libraries' defaults). probe_threads: threads while fitting probes (default 1: probes work on
     small matrices, and oversubscribed BLAS/OpenMP threads made them 3-20× slower on a shared
-    machine; None: inherit). overwrite: allow an out dir that already holds results.
+    machine; None: inherit). jobs: worker processes that fit probes while this one embeds the next
+    tasks (1: every fit here, in turn); results are the same for any value (:mod:`audiofm.eval.pool`).
+    On 2 cores, ``jobs=2, threads=1`` keeps both busy. overwrite: allow an out dir that already holds results.
     progress: show bars.
     """
 
@@ -55,12 +58,14 @@ class EvalConfig:
     layer: int = -1
     layers: PositiveInt = 1
     layer_mix: str = "mean"
+    precision: Literal["fp32", "bf16"] = "fp32"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
     compare_to: str = "first"
     random_seed: NonNegativeInt = 0
     threads: PositiveInt | None = None
     probe_threads: PositiveInt | None = 1
+    jobs: PositiveInt = 1
     overwrite: bool = False
     progress: bool = True
 
@@ -104,6 +109,8 @@ class EvalConfig:
         out: dict[str, Any] = {"layer": self.layer, "pooling": self.pooling}
         if self.layers != 1:
             out.update(layers=self.layers, layer_mix=self.layer_mix)
+        if self.precision != "fp32":
+            out["precision"] = self.precision
         return out
 
 
@@ -145,7 +152,8 @@ class EmbedderSpec:
     source: str
 
 
-def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix: str = "mean") -> str:
+def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix: str = "mean",
+                precision: str = "fp32") -> str:
     name = Path(path.rstrip("/\\")).name or path
     extras = []
     if layer != -1:
@@ -154,6 +162,8 @@ def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix:
         extras.append(f"layers={layers}" + ("" if layer_mix == "mean" else f"-{layer_mix}"))
     if pooling != "mean":
         extras.append(pooling)
+    if precision != "fp32":
+        extras.append(precision)
     return f"{name}[{','.join(extras)}]" if extras else name
 
 
@@ -171,6 +181,9 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
         if path.endswith(".onnx"):  # an `audiofm export` graph, run by ONNX Runtime
             from ..export.embedder import OnnxEmbedder
 
+            if cfg.precision != "fp32":
+                raise EvalError(f"{path}: an exported graph runs in the precision it was exported in; evaluate "
+                                "it without --precision bf16 (or evaluate the checkpoint)")
             emb = OnnxEmbedder(path)
             if cfg.layers != 1:
                 raise EvalError(f"{path}: an exported graph reads one block; evaluate it without --layers "
@@ -183,7 +196,8 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
             import audiofm
 
             emb = audiofm.load(path, **settings)
-        specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling, cfg.layers, cfg.layer_mix), emb,
+        specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling, cfg.layers, cfg.layer_mix,
+                                              cfg.precision), emb,
                                   settings, path))
     for name in cfg.baselines:
         emb = make_baseline(name, cfg.models, seed=cfg.random_seed, **settings)

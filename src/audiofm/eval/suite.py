@@ -33,7 +33,8 @@ from ..outputs import RunLock, check_output
 from ..runinfo import write_run_info
 from .cache import EmbeddingCache, get_embeddings
 from .metrics import metric_names, primary_metric
-from .probes import ProbeData, ProbeResult, run_probe
+from .pool import ProbePool
+from .probes import ProbeData, ProbeResult
 from .rankme import embedding_health
 from .registry import DETERMINISTIC_PROBES
 from .report import write_report
@@ -154,41 +155,45 @@ def _run(cfg: EvalConfig, argv: list[str] | None, embedders: list[EmbedderSpec] 
     diagnostics: list[dict[str, Any]] = []
     jobs: list[dict[str, Any]] = []
     seeds = cfg.seed_list
-    for task in tasks:
-        labels = encode_labels(task.rows, task.vocabulary, task.prediction_type)
-        for spec in specs:
-            emb = spec.embedder
-            same = int(emb.sample_rate) == task.sample_rate or not is_hear_task(task.root)  # shards: any rate
-            t_rows = task if same else read_hear_task(
-                task.root, sample_rate=int(emb.sample_rate))
-            if [r.id for r in t_rows.rows] != [r.id for r in task.rows]:
-                raise DataError(f"{task.root}: clip ids differ between sample-rate folders")
-            got = get_embeddings(emb, task.name, t_rows.rows, cache=cache, settings=spec.settings,
-                                 batch_size=cfg.batch_size, progress=cfg.progress, label=spec.label)
-            _log(f"[{spec.label} · {task.name}] embeddings {got.clip.shape} "
-                 f"{'from cache' if got.cache_hit else f'computed in {got.seconds:.1f}s'}", cfg.progress)
-            health = embedding_health(got.clip)
-            diagnostics.append({"model": spec.label, "task": task.name, **health.as_dict(),
-                                "embed_seconds": 0.0 if got.cache_hit else got.seconds,
-                                "cache_hit": got.cache_hit})
-            probe_time = dict.fromkeys(cfg.probes, 0.0)
-            n_jobs = len(rounds[task.root]) * sum(1 if p in DETERMINISTIC_PROBES else len(seeds)
-                                                  for p in cfg.probes)
-            with tqdm(total=n_jobs, desc=f"probe {spec.label} · {task.name}", unit="fit",
-                      disable=not cfg.progress, dynamic_ncols=True) as bar:
-                for split in rounds[task.root]:
-                    data = round_data(task, got.clip, labels, split)
-                    for probe in cfg.probes:
-                        for seed in ([seeds[0]] if probe in DETERMINISTIC_PROBES else seeds):
-                            res = run_probe(probe, data, cfg.probe, seed=seed, threads=cfg.probe_threads)
-                            probe_time[probe] += res.fit_seconds + res.predict_seconds
-                            for s in (seeds if res.deterministic else [seed]):
-                                results.extend(result_rows(spec.label, task.name, split.name, s, data, res))
-                            bar.update(1)
-            jobs.append({"model": spec.label, "task": task.name, "cache_hit": got.cache_hit,
-                         "embed_seconds": 0.0 if got.cache_hit else got.seconds,
-                         "cache_file": str(got.path) if got.path else None,
-                         "probe_seconds": probe_time})
+    with ProbePool(cfg.jobs, cfg.probe, cfg.probe_threads) as pool:
+        for task in tasks:
+            labels = encode_labels(task.rows, task.vocabulary, task.prediction_type)
+            for spec in specs:
+                emb = spec.embedder
+                same = int(emb.sample_rate) == task.sample_rate or not is_hear_task(task.root)  # shards: any rate
+                t_rows = task if same else read_hear_task(
+                    task.root, sample_rate=int(emb.sample_rate))
+                if [r.id for r in t_rows.rows] != [r.id for r in task.rows]:
+                    raise DataError(f"{task.root}: clip ids differ between sample-rate folders")
+                got = get_embeddings(emb, task.name, t_rows.rows, cache=cache, settings=spec.settings,
+                                     batch_size=cfg.batch_size, progress=cfg.progress, label=spec.label)
+                _log(f"[{spec.label} · {task.name}] embeddings {got.clip.shape} "
+                     f"{'from cache' if got.cache_hit else f'computed in {got.seconds:.1f}s'}", cfg.progress)
+                health = embedding_health(got.clip)
+                diagnostics.append({"model": spec.label, "task": task.name, **health.as_dict(),
+                                    "embed_seconds": 0.0 if got.cache_hit else got.seconds,
+                                    "cache_hit": got.cache_hit})
+                probe_time = dict.fromkeys(cfg.probes, 0.0)
+                jobs.append({"model": spec.label, "task": task.name, "cache_hit": got.cache_hit,
+                             "embed_seconds": 0.0 if got.cache_hit else got.seconds,
+                             "cache_file": str(got.path) if got.path else None,
+                             "probe_seconds": probe_time})
+                n_fits = len(rounds[task.root]) * sum(1 if p in DETERMINISTIC_PROBES else len(seeds)
+                                                      for p in cfg.probes)
+                with tqdm(total=n_fits, desc=f"probe {spec.label} · {task.name}", unit="fit",
+                          disable=not cfg.progress or cfg.jobs > 1, dynamic_ncols=True) as bar:
+                    pool.on_done = (lambda: bar.update()) if cfg.jobs == 1 else None
+                    for split in rounds[task.root]:
+                        data = round_data(task, got.clip, labels, split)
+                        for probe in cfg.probes:
+                            for seed in ([seeds[0]] if probe in DETERMINISTIC_PROBES else seeds):
+                                pool.submit((spec.label, task.name, split.name, seed, data, probe_time),
+                                            probe, data, seed)
+        for (model, task_name, fold, seed, data, probe_time), res in pool.results(
+                progress=cfg.progress and cfg.jobs > 1):
+            probe_time[res.probe] += res.fit_seconds + res.predict_seconds
+            for s in (seeds if res.deterministic else [seed]):
+                results.extend(result_rows(model, task_name, fold, s, data, res))
     total = time.perf_counter() - t_start
     timings = {"total_seconds": total, "jobs": jobs,
                "embed_seconds": sum(j["embed_seconds"] for j in jobs),

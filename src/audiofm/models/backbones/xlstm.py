@@ -285,6 +285,9 @@ def _carry(num: Tensor, state: tuple[Tensor, Tensor], qi: Tensor, kw: Tensor, vc
     b, nh, nc, t, _ = qi.shape
     flat = (b * nh, c.shape[-2], c.shape[-1])
     c = c.reshape(flat).clone()
+    # in-place baddbmm is outside autocast: under bf16 autocast the intra-chunk part arrives in
+    # bf16; the carry and its read-outs stay in the state's dtype (float32)
+    num, qi, kw, vc = (x.to(c.dtype) for x in (num, qi, kw, vc))
     for j in range(nc):
         num[:, :, j].view(b * nh, t, -1).baddbmm_(qi[:, :, j].view(b * nh, t, -1), c)
         c.mul_(decay[:, :, j].reshape(b * nh, 1, 1)).baddbmm_(kw[:, :, j].view(b * nh, t, -1).transpose(1, 2),
