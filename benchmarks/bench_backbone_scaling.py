@@ -2,6 +2,7 @@
 
     python benchmarks/bench_backbone_scaling.py                          # 10 30 60 120 300 600 s
     python benchmarks/bench_backbone_scaling.py --seconds 10 30 --backbones mamba xlstm --out /tmp/b
+    python benchmarks/bench_backbone_scaling.py --seconds 10 120 --precision fp32 bf16 --threads 1
 
 Tokens for a clip of S seconds with the default front end (10 ms hop, 128 mel bins, 16×16
 patches): 8 × floor(S·100/16). The encoders are the tiny presets (Transformer dim 192 depth 12
@@ -17,6 +18,9 @@ time, steadier on a loaded machine with ``--threads 1``, are in the JSON). Peak 
 subprocess's ``ru_maxrss`` after the timed forwards minus its ``ru_maxrss`` right after building
 the model, i.e. the extra resident memory the full-length pass needed (input audio, activations,
 attention/scan workspaces), not counting weights.
+
+``--precision fp32 bf16`` times each backbone in both (bf16: the forward under bf16 autocast, as
+``audiofm.load(path, precision="bf16")``), as columns ``name`` and ``name/bf16`` of one run.
 
 Writes ``scaling.json``, ``scaling.md`` and ``scaling.png`` (log-log time vs tokens, with the
 least-squares slope of log time on log tokens per backbone) to ``--out``. Timings on a shared
@@ -56,19 +60,25 @@ def build(name: str):  # -> AudioEncoder
     from audiofm.models.encoder import AudioEncoder
     from audiofm.models.registry import model_config
 
-    return AudioEncoder(model_config(PRESETS[name]).encoder)
+    return AudioEncoder(model_config(PRESETS[name.split("/")[0]]).encoder)
 
 
 def worker(name: str, tokens: int, repeats: int, threads: int | None, budget: float) -> dict:
-    """Time up to ``repeats`` one-pass embeddings by encoder ``name`` of audio giving ``tokens``."""
+    """Time up to ``repeats`` one-pass embeddings by encoder ``name`` of audio giving ``tokens``
+    (``name/bf16``: under bf16 autocast)."""
+    import contextlib
+
     import torch
+
+    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if name.endswith("/bf16")
+           else contextlib.nullcontext())
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(name).eval()
     base = _maxrss_mib()
-    with torch.inference_mode():
+    with torch.inference_mode(), amp:
         model.frame_embeddings(0.1 * torch.randn(1, samples_for(min(tokens, WARMUP_TOKENS))))
         x = 0.1 * torch.randn(1, samples_for(tokens))
         times, cpu = [], []
@@ -188,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat-budget", type=float, default=60.0,
                     help="no further timed repeat once this many seconds have been spent on one length")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="precisions to time; bf16 runs under bf16 autocast (default: fp32)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per (backbone, length)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "backbone_scaling")
     ap.add_argument("--worker", nargs=2, metavar=("BACKBONE", "TOKENS"), help=argparse.SUPPRESS)
@@ -197,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = []
+    args.backbones = [b if p == "fp32" else f"{b}/{p}" for b in args.backbones for p in args.precision]
     for b in args.backbones:
         for s in args.seconds:
             r = run_one(b, tokens_for(s), args)
