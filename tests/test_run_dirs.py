@@ -139,6 +139,10 @@ def test_resume_continues_the_saved_run_and_refuses_changes(tmp_path, audio_fold
     assert "train.lr: 0.0005 → 0.001" in err and "--allow-change train.lr" in err
     assert main(["pretrain", "--out", str(run), "--resume", "--data", str(tmp_path), "--no-progress"]) == 2
     assert "data.source" in capsys.readouterr().err
+    # the budget's clock decides the schedule: changing it is a change of meaning too
+    assert main(["pretrain", "--out", str(run), "--resume", "--budget-clock", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "budget_clock" in err and "cpu" in err and "--allow-change budget_clock" in err
     assert (run / "run_config.yaml").read_text() == before and _steps(run) == [1, 2, 3, 4]
     # --resume alone: the saved settings (6 steps, not the default 1000), the uninterrupted result
     assert main(["pretrain", "--out", str(run), "--resume", "--no-progress"]) == 0
