@@ -77,3 +77,42 @@ def test_rounds_and_labelled_rows(tmp_path: Path) -> None:
     empty = type(rounds[0])("x", ["fold00"], ["nope"], ["fold01"])
     with pytest.raises(TaskError, match="no clips in valid"):
         round_rows(task, empty)
+
+
+def test_training_splits_leave_out_other_tasks_held_out_audio(tmp_path: Path, capsys) -> None:
+    """Tasks cut from one source share clips (fsdd-digit / fsdd-speaker): a clip in one task's
+    training fold that is another task's test clip is left out of the pretraining rows."""
+    import shutil
+
+    from conftest import make_hear_task
+
+    from audiofm.data import read_rows, select_splits
+    from audiofm.train.pretrain import DataConfig, load_rows
+
+    root = tmp_path / "tasks"
+    a = make_hear_task(root, "a", folds=3, per_class=2)
+    b = root / "b"
+    shutil.copytree(a, b)
+    meta = json.loads((b / "task_metadata.json").read_text())
+    (b / "task_metadata.json").write_text(json.dumps({**meta, "task_name": "b"}))
+    folds = {f: json.loads((b / f"{f}.json").read_text()) for f in ("fold00", "fold02")}
+    moved = sorted(folds["fold00"])[0]  # task a's test clip becomes a training clip of b
+    shutil.move(b / "16000" / "fold00" / moved, b / "16000" / "fold02" / moved)
+    folds["fold02"][moved] = folds["fold00"].pop(moved)
+    for f, entries in folds.items():
+        (b / f"{f}.json").write_text(json.dumps(entries))
+
+    left: list = []
+    rows = read_rows(root, ["fold02"], left_out=left)
+    assert [r.id for r in left] == [f"b/fold02/{moved}"]
+    assert len(rows) == 2 * 4 and all(r.split == "fold02" for r in rows)  # 4 clips per fold and task
+    assert f"b/fold02/{moved}" not in {r.id for r in rows}
+    assert len(read_rows(root)) == 2 * 12  # no selection: every row
+    # one task alone has no other task's clips to leave out
+    assert len(read_rows(b, ["fold02"])) == 5
+    kept, out = select_splits(read_rows(root), ["fold01"], "x")
+    assert len(kept) == 8 and out == []
+    with pytest.raises(DataError, match="no rows in split"):
+        select_splits(read_rows(root), ["fold09"], "x")
+    assert len(load_rows(DataConfig(source=str(root), splits=["fold02"]))) == 8
+    assert "left out 1 clips of fold02 whose audio is also in another split" in capsys.readouterr().out

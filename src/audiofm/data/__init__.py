@@ -24,11 +24,15 @@ from .tasks import (
 )
 
 
-def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -> list[Row]:
+def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None,
+              left_out: list[Row] | None = None) -> list[Row]:
     """Rows from a manifest file, a shard directory (``audiofm shards``), a HEAR task dir, a
     directory of HEAR tasks, or an audio folder.
 
     ``splits`` keeps only rows of those splits (HEAR split names such as "fold02", or "train").
+    From a directory of HEAR tasks it also leaves out the rows whose audio file is another split's
+    (:func:`select_splits`: tasks cut from one source share clips, so one task's training fold can
+    hold another's test clips); they are appended to ``left_out`` when a list is given.
     """
     p = Path(source)
     if p.is_file():
@@ -46,6 +50,11 @@ def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -
             for r in task_rows:
                 r.id = f"{c.name}/{r.id}"
             rows.extend(task_rows)
+        if splits:
+            rows, left = select_splits(rows, splits, str(p))
+            if left_out is not None:
+                left_out.extend(left)
+            splits = None
     elif p.is_dir():
         rows = read_folder(p)
     else:
@@ -56,6 +65,46 @@ def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None) -
         if not rows:
             raise DataError(f"{p}: no rows in split(s) {sorted(want)}")
     return rows
+
+
+def _digest(path: str) -> str:
+    import hashlib
+
+    h = hashlib.blake2b()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def select_splits(rows: list[Row], splits: list[str], where: str = "data") -> tuple[list[Row], list[Row]]:
+    """The rows of ``splits``, minus those whose audio file is byte for byte also the file of a
+    row outside them — e.g. a clip in one task's training fold that is another task's test clip
+    (HEAR tasks cut from one source share files: fsdd-digit and fsdd-speaker, the two tonejs
+    tasks). Returns (kept, left out). Only files of equal size are hashed (blake2b); audio that was
+    re-encoded or re-cut is not recognised."""
+    want = set(splits)
+    chosen = [r for r in rows if r.split in want]
+    if not chosen:
+        raise DataError(f"{where}: no rows in split(s) {sorted(want)}")
+    others = [r for r in rows if r.split not in want]
+    sizes: dict[str, int] = {}
+
+    def size(path: str) -> int:
+        if path not in sizes:
+            sizes[path] = os.path.getsize(path)
+        return sizes[path]
+
+    chosen_sizes = {size(r.path) for r in chosen}
+    other_sizes = {size(r.path) for r in others}
+    held = {_digest(r.path) for r in others if size(r.path) in chosen_sizes}
+    kept: list[Row] = []
+    left: list[Row] = []
+    for r in chosen:
+        (left if size(r.path) in other_sizes and _digest(r.path) in held else kept).append(r)
+    if not kept:
+        raise DataError(f"{where}: every row of split(s) {sorted(want)} is also audio of another split")
+    return kept, left
 
 
 __all__ = [
@@ -83,6 +132,7 @@ __all__ = [
     "read_shards",
     "round_rows",
     "select_rounds",
+    "select_splits",
     "write_manifest",
     "write_shards",
 ]

@@ -143,7 +143,11 @@ def resolve_config(cfg: PretrainConfig) -> ModelConfig:
 
 
 def load_rows(data: DataConfig) -> list[Row]:
-    rows = read_rows(data.source, data.splits or None)
+    left: list[Row] = []
+    rows = read_rows(data.source, data.splits or None, left_out=left)
+    if left:
+        print(f"data: left out {len(left)} clips of {', '.join(data.splits)} whose audio is also in another "
+              f"split of the tasks (another task's test or validation clips); {len(rows)} kept")
     if data.max_clips is not None and len(rows) > data.max_clips:
         keep = np.sort(np.random.default_rng(0).permutation(len(rows))[: data.max_clips])
         rows = [rows[int(i)] for i in keep]
