@@ -145,7 +145,9 @@ def test_cpu_clock_counts_compute_not_waiting(tmp_path: Path) -> None:
         assert res["status"] == "completed"
         assert _records(tmp_path / name)[-1]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-12)
     (wall_first, wall_steps, _, wall_s), (cpu_first, cpu_steps, cpu_s, _) = runs["wall"], runs["cpu"]
-    assert 2.0 < cpu_first / wall_first < 4.5 and 2.0 < cpu_steps / wall_steps < 4.5, runs
+    # ~4× on an idle machine; more when other jobs stretch the busy part's wall time (4.8 seen
+    # beside two training jobs): the upper bound only says it stays a budget
+    assert 2.0 < cpu_first / wall_first < 8.0 and 2.0 < cpu_steps / wall_steps < 8.0, runs
     assert wall_s < minutes * 60 + 1.0  # wall clock: the run ends by the budget in wall time
     assert cpu_s < minutes * 60 + 1.0  # cpu clock: the run's CPU time stays within the budget
     assert runs["cpu"][3] > 2 * minutes * 60  # while its wall time is ~4× the budget
