@@ -148,7 +148,10 @@ def test_cpu_clock_counts_compute_not_waiting(tmp_path: Path) -> None:
     # ~4× on an idle machine; more when other jobs stretch the busy part's wall time (4.8 seen
     # beside two training jobs): the upper bound only says it stays a budget
     assert 2.0 < cpu_first / wall_first < 8.0 and 2.0 < cpu_steps / wall_steps < 8.0, runs
-    assert wall_s < minutes * 60 + 1.0  # wall clock: the run ends by the budget in wall time
+    # wall clock: the training loop ends by the budget in wall time (the logged time of its last
+    # step; the whole call adds set-up and the final save, over 1 s on a loaded machine)
+    assert _records(tmp_path / "wall")[-1]["elapsed_s"] <= minutes * 60 + 0.3, runs
+    assert wall_s < minutes * 60 + 5.0
     assert cpu_s < minutes * 60 + 1.0  # cpu clock: the run's CPU time stays within the budget
     assert runs["cpu"][3] > 2 * minutes * 60  # while its wall time is ~4× the budget
 
