@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..io import file_sha256
 from .folder import read_folder
 from .hear import HearTask, Split, hear_rounds, is_hear_task, read_hear_task
 from .manifest import DataError, Row, fingerprint, read_manifest, write_manifest
@@ -67,21 +68,11 @@ def read_rows(source: str | os.PathLike[str], splits: list[str] | None = None,
     return rows
 
 
-def _digest(path: str) -> str:
-    import hashlib
-
-    h = hashlib.blake2b()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def select_splits(rows: list[Row], splits: list[str], where: str = "data") -> tuple[list[Row], list[Row]]:
     """The rows of ``splits``, minus those whose audio file is byte for byte also the file of a
     row outside them — e.g. a clip in one task's training fold that is another task's test clip
     (HEAR tasks cut from one source share files: fsdd-digit and fsdd-speaker, the two tonejs
-    tasks). Returns (kept, left out). Only files of equal size are hashed (blake2b); audio that was
+    tasks). Returns (kept, left out). Only files of equal size are hashed (SHA-256); audio that was
     re-encoded or re-cut is not recognised."""
     want = set(splits)
     chosen = [r for r in rows if r.split in want]
@@ -97,11 +88,11 @@ def select_splits(rows: list[Row], splits: list[str], where: str = "data") -> tu
 
     chosen_sizes = {size(r.path) for r in chosen}
     other_sizes = {size(r.path) for r in others}
-    held = {_digest(r.path) for r in others if size(r.path) in chosen_sizes}
+    held = {file_sha256(r.path) for r in others if size(r.path) in chosen_sizes}
     kept: list[Row] = []
     left: list[Row] = []
     for r in chosen:
-        (left if size(r.path) in other_sizes and _digest(r.path) in held else kept).append(r)
+        (left if size(r.path) in other_sizes and file_sha256(r.path) in held else kept).append(r)
     if not kept:
         raise DataError(f"{where}: every row of split(s) {sorted(want)} is also audio of another split")
     return kept, left

