@@ -2,10 +2,12 @@
 
 1. generate labelled families of sounds (see :mod:`audiofm.data.synth`);
 2. pretrain a tiny MSM encoder on the training split (labels unused) for a time budget;
-3. embed every clip with it, with the same architecture randomly initialised, and with the
-   pooled log-mel baseline;
-4. score each with a kNN and a linear probe (hyper-parameters chosen on the validation split)
-   and print a table.
+3. embed every clip with it and with the same architecture randomly initialised, each read two
+   ways (last block, mean pooling; all blocks averaged, mean+std pooling: the setting
+   docs/results.md §16 measured best for kNN), and with the pooled log-mel baseline;
+4. score each with a kNN and a linear probe (hyper-parameters chosen on the validation split),
+   print a table, and say plainly where the pretrained encoder is above or below random init and
+   log-mel (:func:`verdict`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,27 @@ from .io import write_json, write_text
 from .outputs import check_output
 
 DEMO_FILES = ("data", "run", "summary.json", "summary.md")  # what the demo writes in ``out``
+ALL_BLOCKS = "all blocks, mean+std"  # the second reading of each encoder in the table
+
+
+def verdict(table: list[tuple[str, int, float, int, float]]) -> list[str]:
+    """One plain sentence per encoder reading of the demo table (rows ``(name, dim, knn_acc, k,
+    linear_acc)``, pretrained rows first, then random init, log-mel last): where the pretrained
+    encoder is above or below its random init read the same way and the log-mel baseline."""
+    rows = {name: (knn, lin) for name, _, knn, _, lin in table}
+    logmel = rows.pop("log-mel mean+std")
+    said = []
+    for name, (knn, lin) in rows.items():
+        if " pretrained" not in name:
+            continue
+        rand = rows[name.replace(" pretrained", " random init")]
+        parts = []
+        for probe, i, own in (("kNN", 0, knn), ("linear", 1, lin)):
+            cmp = [f"{'above' if own > ref[i] else 'level with' if own == ref[i] else 'below'} {what} "
+                   f"({own:.3f} vs {ref[i]:.3f})" for what, ref in (("random init", rand), ("log-mel", logmel))]
+            parts.append(f"{probe} {' and '.join(cmp)}")
+        said.append(f"{name}: " + "; ".join(parts) + ".")
+    return said
 
 
 def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_family: int = 120,
@@ -70,10 +93,14 @@ def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_f
     losses = [json.loads(ln)["loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
     print(f"      loss {losses[0]:.3f} -> {losses[-1]:.3f} in {result['seconds']:.0f} s")
 
-    print("[3/4] embedding all clips: pretrained, random init, log-mel")
+    print("[3/4] embedding all clips: pretrained, random init (each two ways), log-mel")
+    pretrained = load(run)
+    depth = pretrained.encoder.backbone.depth
     models: dict[str, AudioEmbedder] = {
-        f"{model} pretrained": load(run),
+        f"{model} pretrained": pretrained,
+        f"{model} pretrained, {ALL_BLOCKS}": load(run, layers=depth, pooling="meanstd"),
         f"{model} random init": random_like(run),
+        f"{model} random init, {ALL_BLOCKS}": random_like(run, layers=depth, pooling="meanstd"),
         "log-mel mean+std": LogMelEmbedder(),
     }
     labels = sorted(FAMILIES)
@@ -92,11 +119,14 @@ def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_f
     lines = ["| embedding | dim | kNN acc | k | linear acc |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {d} | {a:.3f} | {k} | {b:.3f} |" for n, d, a, k, b in table]
     print("\n".join(lines))
+    said = verdict(table)
+    print("\n".join(said))
     summary = {"model": model, "steps": steps, "loss_first": losses[0], "loss_last": losses[-1],
                "train_seconds": result["seconds"], "total_seconds": time.time() - t0,
-               "results": [dict(zip(("embedding", "dim", "knn_acc", "k", "linear_acc"), r)) for r in table]}
+               "results": [dict(zip(("embedding", "dim", "knn_acc", "k", "linear_acc"), r)) for r in table],
+               "verdict": said}
     write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", "\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join([*lines, "", *said]) + "\n")
     print(f"done in {time.time() - t0:.0f} s. Loss curve: {run / 'loss_curve.png'}; summary: {out / 'summary.md'}")
     print("Next: pretrain on your own audio with\n  audiofm pretrain --model msm_vit_tiny --data YOUR_AUDIO_DIR "
           "--out runs/mine --max-steps 2000")
