@@ -133,3 +133,25 @@ def test_budget_calibration_sets_the_schedule(tmp_path, audio_folder):
     again.budget_minutes = 0.01
     again.train.max_steps += 1  # the saved schedule wins over any new one
     assert pretrain(again, tmp_path / "b", resume=True, progress=False)["step"] == steps
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path, audio_folder):
+    from audiofm.train.distributed import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    for flags, want in (("fpu sse avx512f avx512bw", False), ("fpu avx512f avx512_bf16", True),
+                        ("fpu amx_bf16 amx_tile", True)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert native_bf16(cpu, info) is want
+    assert native_bf16(cpu, tmp_path / "absent") is False  # not Linux: fp32
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="'auto'"):
+        TrainConfig(precision="fp16")
+    # a run with 'auto' records what it resolved to on this machine
+    pretrain(_cfg(audio_folder, steps=2, precision="auto"), tmp_path / "run", progress=False)
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "run_config.yaml").read_text())["train"]["precision"]
+    assert saved == resolve_precision("auto", cpu)

@@ -61,7 +61,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                         "threads; the same compute whatever else runs on the machine) (default: {budget_clock})")
     p.add_argument("--batch-size", type=int, help="global clips per optimizer step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="autocast precision; auto = bf16 only "
+                   "where the device multiplies bf16 natively (CUDA, AVX512_BF16/AMX CPUs), else fp32 "
+                   "(default: {train.precision})")
     p.add_argument("--stats", help="JSON written by audiofm stats, with the log-mel mean/std (default: computed "
                    "from {stats_clips} clips before training)")
     p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
@@ -205,8 +207,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-seconds", type=float, help="chunk length for long audio, 0 = whole input "
                    "(default: the model's training segment)")
     p.add_argument("--batch-size", type=int, help="clips per forward pass (default: {batch_size})")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="encoder precision: bf16 autocast is faster "
-                   "for the Transformer, close to but not equal to fp32 (default: {precision})")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="encoder precision: bf16 autocast, close to "
+                   "but not equal to fp32, is faster only where the device multiplies bf16 natively (CUDA, "
+                   "AVX512_BF16/AMX CPUs) (default: {precision})")
     add_config_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (default: off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
@@ -391,14 +394,15 @@ class DemoConfig:
     """Settings of ``audiofm demo``. model: registry preset to pretrain. minutes: pretraining
     time budget (the step count is fitted to it on this machine). steps: a fixed step count
     instead of ``minutes`` (null = use minutes). per_family: generated clips per sound family.
-    batch_size: clips per step. precision: 'bf16' or 'fp32' autocast."""
+    batch_size: clips per step. precision: 'bf16' or 'fp32' autocast, or 'auto': bf16 only where
+    the device multiplies bf16 natively (on other CPUs bf16 trains 2-4× slower)."""
 
     model: str = "msm_vit_tiny"
     minutes: PositiveFloat = 5.0
     steps: PositiveInt | None = None
     per_family: Annotated[int, Range(ge=2)] = 120
     batch_size: PositiveInt = 32
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
 
     def __post_init__(self) -> None:
         check_ranges(self)

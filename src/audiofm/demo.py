@@ -52,7 +52,7 @@ def verdict(table: list[tuple[str, int, float, int, float]]) -> list[str]:
 
 
 def run_demo(out: Path, model: str = "msm_vit_tiny", minutes: float = 5.0, per_family: int = 120,
-             resume: bool = False, batch_size: int = 32, precision: str = "bf16",
+             resume: bool = False, batch_size: int = 32, precision: str = "auto",
              steps: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run the demo in ``out``; ``steps`` fixes the step count instead of fitting ``minutes``.
     An existing ``out`` is continued with ``resume``, replaced (the demo's own files) with

@@ -75,7 +75,9 @@ def add_parsers(subparsers: Any) -> None:
                    "(default: {train.max_minutes})")
     p.add_argument("--batch-size", type=int, help="clips per step (default: {train.batch_size})")
     p.add_argument("--lr", type=float, help="peak learning rate (default: {train.lr})")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="autocast precision (default: {train.precision})")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="autocast precision; auto = bf16 only "
+                   "where the device multiplies bf16 natively (CUDA, AVX512_BF16/AMX CPUs), else fp32 "
+                   "(default: {train.precision})")
     p.add_argument("--seed", type=int, help="seed of all randomness (default: {train.seed})")
     p.add_argument("--freeze-blocks", type=int, metavar="N", help="freeze the first N backbone blocks "
                    "(default: {freeze_blocks})")

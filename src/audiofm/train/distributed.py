@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -60,9 +61,36 @@ def setup(device_name: str, threads: int = 0) -> tuple[torch.device, Dist]:
     return device, setup_distributed(device)
 
 
+def native_bf16(device: torch.device, cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively: a CUDA GPU that supports bf16, or
+    a Linux CPU whose flags include AVX512_BF16, AMX-BF16 or (Arm) BF16. Without them a CPU
+    emulates bf16 matmuls, and bf16 autocast trains 2-4× slower than fp32 (docs/results.md §20)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` with 'auto' replaced by 'bf16' where :func:`native_bf16`, else 'fp32'."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` for ``precision='bf16'``; nothing for fp32."""
-    if precision == "bf16":
+    """bf16 autocast on ``device`` for ``precision='bf16'`` (or 'auto' where the device has native
+    bf16, :func:`resolve_precision`); nothing for fp32."""
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 

@@ -70,7 +70,8 @@ class TrainConfig:
     """max_steps: optimizer steps. batch_size: global clips per optimizer step (split over
     processes and ``accum_steps`` micro-batches). lr: peak learning rate. warmup_steps: linear
     warm-up. min_lr_ratio: final lr / peak of the cosine decay. weight_decay, betas: AdamW.
-    grad_clip: max gradient norm (0 = off). precision: 'fp32' or 'bf16' (autocast).
+    grad_clip: max gradient norm (0 = off). precision: 'fp32', 'bf16' (autocast), or 'auto' (bf16
+    only where the device multiplies bf16 natively: train.distributed.resolve_precision).
     seed: all randomness derives from it. log_every / ckpt_every: in steps. keep_checkpoints:
     periodic checkpoints kept. max_minutes: stop (with a checkpoint) after this wall time.
     device: 'auto', 'cpu' or 'cuda'. threads: torch intra-op threads (0 = torch default).
@@ -104,8 +105,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
 
