@@ -89,6 +89,14 @@ def test_embedder_reads_several_blocks() -> None:
     with pytest.raises(ValueError, match="choose layers between"):
         random_like("msm_vit_debug", layers=9)
     assert isinstance(one, Embedder)
+    # layers=0: every block up to ``layer``, recorded as their count (same embeddings, same cache key)
+    depth = one.encoder.backbone.depth
+    every, explicit = random_like("msm_vit_debug", layers=0), random_like("msm_vit_debug", layers=depth)
+    assert every.layers == depth and every.fingerprint() == explicit.fingerprint()
+    np.testing.assert_array_equal(every.embed(w, 16000).clip, explicit.embed(w, 16000).clip)
+    assert random_like("msm_vit_debug", layer=0, layers=0).layers == 1
+    with pytest.raises(ValueError, match="out of range"):
+        random_like("msm_vit_debug", layer=depth, layers=0)
 
 
 def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Path, capsys) -> None:
@@ -111,4 +119,15 @@ def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Pat
     assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
                  "--set", "layer_mix=sum", "--out", str(tmp_path / "bad")]) == 2
     assert "layer-mix" in capsys.readouterr().err
+    # --layers all: every block, labelled so
+    run = tmp_path / "run_all"
+    assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
+                 "--layers", "all", "--pooling", "meanstd", "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["layers"] == 0
+    assert "ckpt[layers=all,meanstd]" in (run / "results.csv").read_text()
+    out_all = tmp_path / "all.npz"
+    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out_all), "--layers", "ALL", "--no-progress"]) == 0
+    with pytest.raises(SystemExit):
+        main(["embed", str(ckpt), str(hear_task), "--out", str(tmp_path / "x.npz"), "--layers", "most"])
+    assert "expected a number of blocks or 'all', got 'most'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -21,6 +21,17 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def block_count(text: str) -> int:
+    """argparse type of ``--layers``: a block count, or 'all' (stored as 0: every block up to
+    ``--layer``)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks or 'all', got {text!r}") from None
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--config YAML`` and ``--set KEY=VALUE`` (repeatable) to a sub-command's parser."""
     parser.add_argument("--config", metavar="YAML",

@@ -56,8 +56,8 @@ class Embedder:
     segment_seconds: the encoder's training crop (the default ``chunk_seconds``). name /
     weights_id: identify the model (``weights_id`` enters :meth:`fingerprint`).
     layer: encoder block whose output is used (-1 = last, after the final norm).
-    layers / layer_mix: read the ``layers`` blocks ending at ``layer`` instead, each normalised,
-    averaged ('mean') or concatenated ('concat', layers·D dims)
+    layers / layer_mix: read the ``layers`` blocks ending at ``layer`` instead (0 = every block up
+    to it), each normalised, averaged ('mean') or concatenated ('concat', layers·D dims)
     (:meth:`~audiofm.models.encoder.AudioEncoder.forward_tokens`).
     pooling: clip pooling over frames (:data:`~audiofm.embedding.POOLINGS`): 'mean', 'max',
     'meanmax' or 'meanstd' (the last two concatenate two statistics, 2·D dims).
@@ -86,6 +86,9 @@ class Embedder:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if layers == 0:  # every block up to ``layer``: recorded as their count (the same cache key)
+            block_range(encoder.backbone.depth, layer)  # checks the block
+            layers = layer % encoder.backbone.depth + 1
         frame_dim = encoder.cfg.dim * (layers if layer_mix == "concat" else 1)
         self.embed_dim = pooled_dim(frame_dim, pooling)  # checks the pooling name
         block_range(encoder.backbone.depth, layer, layers)  # checks the blocks

@@ -23,6 +23,7 @@ from ._commands import (
     add_config_options,
     add_resume_options,
     allowed_changes,
+    block_count,
     command,
     config_defaults,
     resolve_config,
@@ -165,15 +166,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 @dataclass
 class EmbedConfig:
     """Settings of ``audiofm embed``. layer: encoder block whose output is embedded (-1 = the last,
-    after the final norm). layers / layer_mix: read the ``layers`` blocks ending at ``layer``,
-    each normalised, averaged ('mean') or concatenated ('concat'). pooling: clip pooling over
+    after the final norm). layers / layer_mix: read the ``layers`` blocks ending at ``layer``
+    (0 = all of them), each normalised, averaged ('mean') or concatenated ('concat'). pooling: clip pooling over
     frames, 'mean', 'max', 'meanmax' or 'meanstd'. chunk_seconds: chunk length for long audio
     (null = the model's training segment, 0 = the whole input at once). batch_size: clips per
     forward pass. frames: also store frame embeddings and their timestamps. precision: 'fp32' or
     'bf16' (the encoder under bf16 autocast; close to, not equal to, fp32)."""
 
     layer: int = -1
-    layers: PositiveInt = 1
+    layers: NonNegativeInt = 1
     layer_mix: Literal["mean", "concat"] = "mean"
     pooling: Literal["mean", "max", "meanmax", "meanstd"] = "mean"
     chunk_seconds: NonNegativeFloat | None = None
@@ -199,8 +200,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", action="store_true", default=None,
                    help="also store frame embeddings and timestamps (default: {frames})")
     p.add_argument("--layer", type=int, help="encoder block to embed, -1 = the last (default: {layer})")
-    p.add_argument("--layers", type=int, help="read this many blocks ending at --layer, each normalised "
-                   "(default: {layers})")
+    p.add_argument("--layers", type=block_count, help="read this many blocks ending at --layer, each normalised; "
+                   "'all' = every block up to it (default: {layers})")
     p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
                    "concatenated (default: {layer_mix})")
     p.add_argument("--pooling", choices=["mean", "max", "meanmax", "meanstd"], help="clip pooling (default: {pooling})")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .._commands import add_config_options, config_defaults, guarded, resolve_config, standalone_main
+from .._commands import add_config_options, block_count, config_defaults, guarded, resolve_config, standalone_main
 from .registry import PROBES
 
 EVAL = "audiofm.eval.suite:EvalConfig"
@@ -79,8 +79,8 @@ def add_parsers(subparsers: Any) -> None:
                    "{@audiofm.embedding:POOLINGS} (default: {pooling})")
     p.add_argument("--layer", type=int, help="encoder block whose output is embedded, -1 = the last "
                    "(default: {layer})")
-    p.add_argument("--layers", type=int, help="read this many blocks ending at --layer, each normalised "
-                   "(default: {layers})")
+    p.add_argument("--layers", type=block_count, help="read this many blocks ending at --layer, each normalised; "
+                   "'all' = every block up to it (default: {layers})")
     p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
                    "concatenated (default: {layer_mix})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="precision of audiofm checkpoints' encoders: "

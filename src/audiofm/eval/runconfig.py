@@ -56,7 +56,7 @@ class EvalConfig:
     cache: str | None = None
     pooling: str = "mean"
     layer: int = -1
-    layers: PositiveInt = 1
+    layers: NonNegativeInt = 1  # 0 = every block up to layer
     layer_mix: str = "mean"
     precision: Literal["fp32", "bf16"] = "fp32"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -159,7 +159,7 @@ def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix:
     if layer != -1:
         extras.append(f"layer={layer}")
     if layers != 1:
-        extras.append(f"layers={layers}" + ("" if layer_mix == "mean" else f"-{layer_mix}"))
+        extras.append(f"layers={layers or 'all'}" + ("" if layer_mix == "mean" else f"-{layer_mix}"))
     if pooling != "mean":
         extras.append(pooling)
     if precision != "fp32":
