@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audiofm.eval.stats import mean_ci, paired_compare, units
+from audiofm.eval.stats import mean_ci, paired_compare, task_mean_compare, units
 
 
 def test_mean_ci_matches_t_interval() -> None:
@@ -69,3 +69,35 @@ def test_paired_noise_and_unpaired_units() -> None:
     # a constant non-zero shift is beyond noise
     shifted = paired_compare({k: v + 0.01 for k, v in a.items()}, a)
     assert shifted.p_value == 0.0 and shifted.verdict == "better"
+
+
+def _u(values):
+    return {(f"fold{i:02d}", None): float(v) for i, v in enumerate(values)}
+
+
+def test_task_mean_compare_against_hand_computed_cases() -> None:
+    # one task: exactly the paired comparison (t-test and bootstrap)
+    a, b = _u([0.7, 0.8, 0.75, 0.9]), _u([0.6, 0.7, 0.8, 0.7])
+    one, ref = task_mean_compare([(a, b)]), paired_compare(a, b)
+    assert one.n == 1 and ref.n == 4  # tasks vs units
+    for k in ("mean_diff", "t_low", "t_high", "p_value", "boot_low", "boot_high", "significant"):
+        assert getattr(one, k) == pytest.approx(getattr(ref, k), rel=1e-12), k
+    # two tasks: A's differences 0 and 2 (mean 1, s² = 2, n 2), B's 1, 1, 1 (s² = 0): task mean 1
+    pairs = [(_u([2.0, 4.0]), _u([2.0, 2.0])), (_u([1.0, 1.0, 1.0]), _u([0.0, 0.0, 0.0]))]
+    c = task_mean_compare(pairs)
+    assert c.n == 2 and c.mean_diff == pytest.approx(1.0)
+    se = math.sqrt(2.0 / 2) / 2  # sqrt(Σ s_t²/n_t) / K
+    df = 1.0  # Welch–Satterthwaite: (1)² / (1² / 1 + 0)
+    assert c.p_value == pytest.approx(2 * stats.t.sf(1.0 / se, df))
+    assert c.t_high - c.mean_diff == pytest.approx(stats.t.ppf(0.975, df) * se)
+    # bootstrap: A's replicate means are 0, 1, 2 (p 1/4, 1/2, 1/4), B's always 1 → task mean 0.5, 1, 1.5
+    assert (c.boot_low, c.boot_high) == (0.5, 1.5)
+    assert c.verdict == "≈"  # the bootstrap excludes 0, the t-test (p ≈ 0.30, 1 df) does not
+    # constant differences: exact, beyond noise
+    same = task_mean_compare([(_u([1, 2, 3]), _u([0, 1, 2])), (_u([5, 5]), _u([2, 2]))])
+    assert same.mean_diff == pytest.approx(2.0) and same.p_value == 0.0 and same.verdict == "better"
+    assert (same.boot_low, same.boot_high) == pytest.approx((2.0, 2.0))
+    # a task with one paired unit leaves only the mean; none at all leaves nothing
+    few = task_mean_compare([(_u([1, 2]), _u([0, 0])), (_u([3]), _u([1]))])
+    assert few.mean_diff == pytest.approx(1.75) and few.verdict == "n/a"
+    assert math.isnan(task_mean_compare([(_u([1]), {})]).mean_diff)

@@ -22,7 +22,20 @@ from ..outputs import check_output
 from .plots import plot_dual_probe, plot_scores_by_task
 from .registry import PROBES, metric_info, metric_order
 from .results import DIAGNOSTIC_FIELDS, RESULT_FIELDS, EvalError, RunData, merge_runs, read_run, write_csv
-from .tables import COMPARISON_FIELDS, Cell, Key, aggregate, compare, fmt_diff, md_table, score_table, units_note
+from .tables import (
+    COMPARISON_FIELDS,
+    Cell,
+    Key,
+    aggregate,
+    aggregate_label,
+    compare,
+    compare_task_means,
+    fmt_diff,
+    fmt_task_mean_diff,
+    md_table,
+    score_table,
+    units_note,
+)
 
 __all__ = ["COMPARISON_FIELDS", "RunData", "aggregate", "compare", "merge_runs", "read_run", "report_runs",
            "summary_markdown", "write_report"]
@@ -91,19 +104,32 @@ def summary_markdown(data: RunData, cells: dict[Key, Cell], comparisons: list[di
         lines += [f"## Paired comparisons (vs {ref_desc})", "",
                   f"Difference of means ({unit}) over paired units; ▲/▼ = beyond "
                   f"noise (paired t-test p < {1 - confidence:.2f} *and* bootstrap {pct} % CI excludes 0), "
-                  "≈ = within noise, n/a = fewer than 2 paired units. Full numbers in `comparisons.csv`.", ""]
+                  "≈ = within noise, n/a = fewer than 2 paired units. Full numbers in `comparisons.csv`."]
+        infos = [metric_info(primary[t]) for t in tasks]
+        agg_how, agg_header = aggregate_label(infos)
+        if compare_to == "first" and agg_how == "mean":
+            lines.append(f"Column *{agg_header}*: the difference of task means over the tasks' paired units "
+                         "(Welch–Satterthwaite t-test; stratified bootstrap, each task resampled on its own, "
+                         f"{pct} % interval in brackets); ▲/▼ on the same rule.")
+        lines.append("")
         for method in methods:
             mc = [c for c in comps if c["method"] == method]
             if not mc:
                 continue
+            means = compare_task_means(data, cells, method, primary, confidence) if compare_to == "first" else {}
             rows = []
             for m in dict.fromkeys(c["model"] for c in mc):
                 row = [m]
                 for t in tasks:
                     c = next((c for c in mc if c["model"] == m and c["task"] == t), None)
                     row.append("–" if c is None else fmt_diff(c, primary[t], compare_to))
+                if means:
+                    tm = means.get(m)
+                    row.append("–" if tm is None else fmt_task_mean_diff(tm, all(i.percent for i in infos),
+                                                                          bool(infos[0].higher_is_better)))
                 rows.append(row)
-            lines += [f"### {method}", "", md_table(["model", *tasks], rows), ""]
+            header = ["model", *tasks, *([agg_header] if means else [])]
+            lines += [f"### {method}", "", md_table(header, rows), ""]
     if data.diagnostics:
         lines += _diagnostics_md(data)
     if plots:

@@ -21,7 +21,7 @@ agree: p < 1 − confidence and the bootstrap interval excludes 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,3 +144,49 @@ def paired_compare(a: Mapping[Unit, float], b: Mapping[Unit, float], *, name_a: 
     lo, hi = (float(x) for x in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
     significant = bool(p < alpha and (lo > 0 or hi < 0))
     return PairedComparison(name_a, name_b, n, mean, mean - hw, mean + hw, p, lo, hi, significant, confidence)
+
+
+def task_mean_compare(pairs: Sequence[tuple[Mapping[Unit, float], Mapping[Unit, float]]], *, name_a: str = "a",
+                      name_b: str = "b", confidence: float = 0.95, n_boot: int = 10000,
+                      seed: int = 0) -> PairedComparison:
+    """``a − b`` in the task mean (the plain mean over tasks of each task's mean score), from one
+    ``(a_units, b_units)`` pair per task, paired within a task as :func:`paired_compare` pairs
+    them; ``n`` is the number of tasks. The tasks are fixed and their units are the sample:
+
+    * t: the difference's variance is Σ_t s_t²/n_t / K² over the K tasks (s_t: the sample
+      standard deviation of task t's paired differences), with Welch–Satterthwaite degrees of
+      freedom (Σ v_t)² / Σ v_t²/(n_t − 1), v_t = s_t²/n_t;
+    * bootstrap: every replicate resamples each task's paired differences on its own and averages
+      the tasks' means (stratified percentile bootstrap);
+    * beyond noise, as for one task: p < 1 − confidence *and* the bootstrap interval excludes 0.
+
+    With one task it is :func:`paired_compare` exactly. A task with fewer than 2 paired units
+    leaves only the mean (n/a)."""
+    from scipy.stats import t
+
+    diffs = []
+    for a, b in pairs:
+        keys = sorted((k for k in a.keys() & b.keys() if math.isfinite(a[k]) and math.isfinite(b[k])),
+                      key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+        diffs.append(np.asarray([a[k] - b[k] for k in keys], dtype=np.float64))
+    nan = float("nan")
+    k = len(diffs)
+    if k == 0 or any(len(d) == 0 for d in diffs):
+        return PairedComparison(name_a, name_b, k, nan, nan, nan, nan, nan, nan, False, confidence)
+    mean = float(np.mean([d.mean() for d in diffs]))
+    if any(len(d) < 2 for d in diffs):
+        return PairedComparison(name_a, name_b, k, mean, nan, nan, nan, nan, nan, False, confidence)
+    v = np.asarray([d.var(ddof=1) / len(d) for d in diffs])
+    se = float(math.sqrt(v.sum()) / k)
+    alpha = 1 - confidence
+    if se == 0.0:
+        p, hw = (1.0 if mean == 0.0 else 0.0), 0.0
+    else:
+        df = float(v.sum() ** 2 / sum(vi ** 2 / (len(d) - 1) for vi, d in zip(v, diffs)))
+        p = float(2 * t.sf(abs(mean / se), df))
+        hw = float(t.ppf(1 - alpha / 2, df) * se)
+    rng = np.random.default_rng(seed)
+    boots = np.mean([d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1) for d in diffs], axis=0)
+    lo, hi = (float(x) for x in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
+    significant = bool(p < alpha and (lo > 0 or hi < 0))
+    return PairedComparison(name_a, name_b, k, mean, mean - hw, mean + hw, p, lo, hi, significant, confidence)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .registry import Metric, metric_info, metric_order
 from .results import RunData
-from .stats import CI, mean_ci, paired_compare, units
+from .stats import CI, PairedComparison, mean_ci, paired_compare, task_mean_compare, units
 
 Key = tuple[str, str, str, str]  # (model, task, method, metric)
 
@@ -99,6 +99,24 @@ def compare(data: RunData, cells: dict[Key, Cell], compare_to: str = "first", co
     return out
 
 
+def compare_task_means(data: RunData, cells: dict[Key, Cell], method: str, metric_of: dict[str, str],
+                       confidence: float = 0.95) -> dict[str, PairedComparison]:
+    """Each model against the first one in the task mean of ``method`` (every task in its
+    ``metric_of`` metric; :func:`~.stats.task_mean_compare`), for the models that have every task;
+    empty when the across-task column is not a plain mean or the metrics' directions disagree."""
+    infos = [metric_info(metric_of[t]) for t in metric_of]
+    how, _ = aggregate_label(infos)
+    if how != "mean" or _direction(infos) is None or not data.models:
+        return {}
+    ref = data.models[0]
+    keys = {m: [(m, t, method, metric_of[t]) for t in metric_of] for m in data.models}
+    if not all(k in cells for k in keys[ref]):
+        return {}
+    return {m: task_mean_compare([(cells[k].units, cells[r].units) for k, r in zip(keys[m], keys[ref])],
+                                 name_a=m, name_b=ref, confidence=confidence)
+            for m in data.models[1:] if all(k in cells for k in keys[m])}
+
+
 COMPARISON_FIELDS = ["task", "method", "metric", "primary", "model", "reference", "n", "mean_diff", "t_low",
                      "t_high", "p_value", "boot_low", "boot_high", "significant", "verdict"]
 
@@ -129,6 +147,22 @@ def fmt_diff(c: dict[str, Any], metric: str, compare_to: str) -> str:
     p = "" if math.isnan(c["p_value"]) else f" (p={c['p_value']:.2g})"
     ref = f" vs {c['reference']}" if compare_to == "best" else ""
     return f"{c['mean_diff'] * scale:+.{nd}f}{mark}{p}{ref}"
+
+
+def fmt_task_mean_diff(c: PairedComparison, percent: bool, higher_is_better: bool = True) -> str:
+    """``+1.2 ▲ (p=0.01) [+0.4, +2.0]``: a task-mean difference (:func:`compare_task_means`), its
+    verdict, p-value and bootstrap interval."""
+    if c.n == 0 or math.isnan(c.mean_diff):
+        return "n/a"
+    scale, nd = (100.0, 1) if percent else (1.0, 3)
+    verdict = c.verdict
+    if not higher_is_better and verdict in ("better", "worse"):
+        verdict = "worse" if verdict == "better" else "better"
+    mark = {"better": " ▲", "worse": " ▼", "≈": " ≈", "n/a": " n/a"}[verdict]
+    if math.isnan(c.p_value):
+        return f"{c.mean_diff * scale:+.{nd}f}{mark}"
+    return (f"{c.mean_diff * scale:+.{nd}f}{mark} (p={c.p_value:.2g}) "
+            f"[{c.boot_low * scale:+.{nd}f}, {c.boot_high * scale:+.{nd}f}]")
 
 
 def md_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
