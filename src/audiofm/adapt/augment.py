@@ -1,5 +1,6 @@
 """Training views: random crop, gain, additive noise (waveform) and SpecAugment-style time and
-frequency masks (log-mel), plus mixup pairing. Every random choice comes from an explicit seed,
+frequency masks (log-mel), plus mixup pairing (the waveform primitives are
+:mod:`audiofm.data.augment`'s). Every random choice comes from an explicit seed,
 so a view is a pure function of ``(clip, seed)`` (exact resume, DDP == one process)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, check_ranges
+from ..data.augment import add_noise, generator, random_gain
 
 
 @dataclass
@@ -41,11 +43,6 @@ class AugmentConfig:
             raise ValueError(f"snr_db must be (low, high), got {self.snr_db}")
 
 
-def generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed`` (any non-negative int below 2**64)."""
-    return torch.Generator().manual_seed(int(seed))
-
-
 def random_crop(wave: np.ndarray, length: int, gen: torch.Generator) -> Tensor:
     """A random ``length``-sample crop of ``wave (S,)``, or the whole clip when shorter."""
     n = len(wave)
@@ -53,24 +50,6 @@ def random_crop(wave: np.ndarray, length: int, gen: torch.Generator) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     start = int(torch.randint(0, n - length + 1, (1,), generator=gen))
     return torch.from_numpy(np.ascontiguousarray(wave[start : start + length], dtype=np.float32))
-
-
-def random_gain(wave: Tensor, max_db: float, gen: torch.Generator) -> Tensor:
-    """Scale by a gain uniform in ``[-max_db, max_db]`` dB."""
-    if max_db <= 0:
-        return wave
-    db = (torch.rand((), generator=gen) * 2 - 1) * max_db
-    return wave * torch.pow(10.0, db / 20)
-
-
-def add_noise(wave: Tensor, snr_db: tuple[float, float], gen: torch.Generator) -> Tensor:
-    """Add white Gaussian noise at an SNR uniform in ``snr_db``; silent clips are returned as is."""
-    power = wave.square().mean()
-    if float(power) <= 0:
-        return wave
-    snr = snr_db[0] + torch.rand((), generator=gen) * (snr_db[1] - snr_db[0])
-    noise = torch.randn(wave.shape, generator=gen)
-    return wave + noise * torch.sqrt(power / torch.pow(10.0, snr / 10))
 
 
 def augment_wave(wave: np.ndarray, length: int, cfg: AugmentConfig, seed: int) -> Tensor:

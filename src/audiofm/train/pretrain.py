@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..checkpoint import CheckpointSpec
 from ..config import NonNegativeFloat, PositiveFloat, PositiveInt, from_dict, merge, to_dict
 from ..data import Row, fingerprint, read_rows
+from ..data.augment import WaveAugmentConfig, augment_crop
 from ..data.dataset import ClipStore
 from ..frontend import LogMel
 from ..io import check_writable
@@ -61,7 +62,9 @@ class PretrainConfig:
     pretraining): its model config replaces ``model``/``model_overrides``, an MSM checkpoint
     gives every weight, another kind its encoder (the decoder starts fresh); the schedule and
     optimizer start fresh. keep_stats: keep the init checkpoint's front-end normalisation
-    statistics (false: recompute them from this data)."""
+    statistics (false: recompute them from this data). augment: waveform augmentation of the
+    training crops (:class:`~audiofm.data.augment.WaveAugmentConfig`: mixing another clip in,
+    gain, noise; off by default, and recorded in the run's settings only when on)."""
 
     model: str = "msm_vit_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +75,7 @@ class PretrainConfig:
     budget_clock: Literal["wall", "cpu"] = "wall"
     init: str = ""
     keep_stats: bool = True
+    augment: WaveAugmentConfig = field(default_factory=WaveAugmentConfig)
 
 
 def compute_stats(store: ClipStore, logmel: LogMel, max_clips: int = 500, seed: int = 0,
@@ -101,8 +105,10 @@ class PretrainRecipe:
     step (:meth:`after_step`), saved in the periodic checkpoints, left out of the final weights
     (:meth:`export_state`: the student encoder, or the teacher with ``latent.keep: teacher``)."""
 
-    def __init__(self, config: ModelConfig, store: ClipStore, seed: int) -> None:
+    def __init__(self, config: ModelConfig, store: ClipStore, seed: int,
+                 augment: WaveAugmentConfig | None = None) -> None:
         self.config = config
+        self.augment = augment or WaveAugmentConfig()
         self.model: MSMModel = build_model(config)
         self.store = store
         self.seed = seed
@@ -118,7 +124,7 @@ class PretrainRecipe:
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         device = next(model.parameters()).device
-        wave = torch.from_numpy(np.stack([self.store.crop(i, self.segment, s) for i, s in zip(batch.ids, batch.seeds)]))
+        wave = torch.from_numpy(np.stack([self.crop(i, s) for i, s in zip(batch.ids, batch.seeds)]))
         # the masks of the whole global batch come from one generator; take our clips' slice
         # of each of the M masks per clip
         g = torch.Generator().manual_seed(mix(self.seed, batch.step, 11))
@@ -128,6 +134,14 @@ class PretrainRecipe:
         out = model(wave.to(device), masks.reshape(-1, masks.shape[-1]).to(device))
         extras = {k: float(out[k]) for k in ("frame_loss", "clip_loss") if k in out}
         return out["loss"], extras
+
+    def crop(self, i: int, seed: int) -> np.ndarray:
+        """The training crop of clip ``i`` for per-clip ``seed``, augmented (a pure function of both)."""
+        crop = self.store.crop(i, self.segment, seed)
+        if not self.augment.active:
+            return crop
+        return augment_crop(crop, self.augment, mix(seed, 17), lambda j, s: self.store.crop(j, self.segment, s),
+                            len(self.store))
 
     def after_step(self, step: int, max_steps: int) -> None:
         """After optimiser step ``step`` (1-based): θ_teacher ← τ·θ_teacher + (1 − τ)·θ_student
@@ -204,7 +218,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         fe = dataclasses.replace(fe, mean=round(mean, 6), std=round(std, 6))
         model_cfg = dataclasses.replace(model_cfg, encoder=dataclasses.replace(model_cfg.encoder, frontend=fe))
     torch.manual_seed(cfg.train.seed)
-    recipe = PretrainRecipe(model_cfg, store, cfg.train.seed)
+    recipe = PretrainRecipe(model_cfg, store, cfg.train.seed, cfg.augment)
     if init is not None:
         state, whole = init
         target: nn.Module = recipe.model if whole else recipe.model.encoder
@@ -235,7 +249,10 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         if progress and d.main:
             print(f"budget {cfg.budget_minutes:g} {cfg.budget_clock} min → {steps} steps of "
                   f"{cfg.train.batch_size} clips (first estimate, re-fitted as training goes)")
-    resolved = merge(to_dict(cfg), {"resolved_model": to_dict(model_cfg)})
+    settings = to_dict(cfg)
+    if not cfg.augment.active:  # runs without augmentation keep the settings of earlier versions
+        settings.pop("augment")
+    resolved = merge(settings, {"resolved_model": to_dict(model_cfg)})
     engine = Engine(recipe, cfg.train, out, resume=resume, resolved_config=resolved,
                     data_fingerprint=fingerprint(rows), progress=progress, budget_minutes=budget,
                     budget_clock=cfg.budget_clock,
