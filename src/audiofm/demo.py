@@ -4,7 +4,8 @@
 2. pretrain a tiny MSM encoder on the training split (labels unused) for a time budget;
 3. embed every clip with it and with the same architecture randomly initialised, each read two
    ways (last block, mean pooling; all blocks averaged, mean+std pooling: the setting
-   docs/results.md §16 measured best for kNN), and with the pooled log-mel baseline;
+   docs/results.md §16 measured best for kNN after 10 minutes, and §20b worse after an hour),
+   and with the pooled log-mel baseline;
 4. score each with a kNN and a linear probe (hyper-parameters chosen on the validation split),
    print a table, and say plainly where the pretrained encoder is above or below random init and
    log-mel (:func:`verdict`).

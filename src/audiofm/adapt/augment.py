@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import NonNegativeFloat, NonNegativeInt, PositiveFloat, Range, check_ranges
-from ..data.augment import add_noise, generator, random_gain
+from ..data.augment import add_noise, generator, random_gain, snr_range
 
 
 @dataclass
@@ -38,9 +38,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        self.snr_db = (float(self.snr_db[0]), float(self.snr_db[1]))
-        if self.snr_db[0] > self.snr_db[1]:
-            raise ValueError(f"snr_db must be (low, high), got {self.snr_db}")
+        self.snr_db = snr_range(self.snr_db)
 
 
 def random_crop(wave: np.ndarray, length: int, gen: torch.Generator) -> Tensor:

@@ -39,6 +39,14 @@ def add_noise(wave: Tensor, snr_db: tuple[float, float], gen: torch.Generator) -
     return wave + noise * torch.sqrt(power / torch.pow(10.0, snr / 10))
 
 
+def snr_range(snr_db: tuple[float, float]) -> tuple[float, float]:
+    """``snr_db`` as a (low, high) pair of floats; ValueError unless low ≤ high."""
+    low, high = float(snr_db[0]), float(snr_db[1])
+    if low > high:
+        raise ValueError(f"snr_db must be (low, high), got {(low, high)}")
+    return low, high
+
+
 @dataclass
 class WaveAugmentConfig:
     """Augmentation of each pretraining crop (all off by default; none of it has been measured to
@@ -56,9 +64,7 @@ class WaveAugmentConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        self.snr_db = (float(self.snr_db[0]), float(self.snr_db[1]))
-        if self.snr_db[0] > self.snr_db[1]:
-            raise ValueError(f"snr_db must be (low, high), got {self.snr_db}")
+        self.snr_db = snr_range(self.snr_db)
 
     @property
     def active(self) -> bool:

@@ -115,14 +115,19 @@ class PairedComparison:
                 "boot_high": self.boot_high, "significant": self.significant, "verdict": self.verdict}
 
 
+def paired_diffs(a: Mapping[Unit, float], b: Mapping[Unit, float]) -> np.ndarray:
+    """``a − b`` over the units both have with finite scores, in unit order (round, then seed)."""
+    keys = sorted((k for k in a.keys() & b.keys() if math.isfinite(a[k]) and math.isfinite(b[k])),
+                  key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    return np.asarray([a[k] - b[k] for k in keys], dtype=np.float64)
+
+
 def paired_compare(a: Mapping[Unit, float], b: Mapping[Unit, float], *, name_a: str = "a", name_b: str = "b",
                    confidence: float = 0.95, n_boot: int = 10000, seed: int = 0) -> PairedComparison:
     """Paired t-test and bootstrap of ``a − b`` over the units both have (finite scores)."""
     from scipy.stats import t
 
-    keys = sorted((k for k in a.keys() & b.keys() if math.isfinite(a[k]) and math.isfinite(b[k])),
-                  key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-    d = np.asarray([a[k] - b[k] for k in keys], dtype=np.float64)
+    d = paired_diffs(a, b)
     n = len(d)
     nan = float("nan")
     if n == 0:
@@ -164,11 +169,7 @@ def task_mean_compare(pairs: Sequence[tuple[Mapping[Unit, float], Mapping[Unit, 
     leaves only the mean (n/a)."""
     from scipy.stats import t
 
-    diffs = []
-    for a, b in pairs:
-        keys = sorted((k for k in a.keys() & b.keys() if math.isfinite(a[k]) and math.isfinite(b[k])),
-                      key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-        diffs.append(np.asarray([a[k] - b[k] for k in keys], dtype=np.float64))
+    diffs = [paired_diffs(a, b) for a, b in pairs]
     nan = float("nan")
     k = len(diffs)
     if k == 0 or any(len(d) == 0 for d in diffs):

@@ -139,11 +139,14 @@ def fmt_score(ci: CI, metric: str, bold: bool = False) -> str:
     return f"{mean} ± {hw}"
 
 
+MARKS = {"better": " ▲", "worse": " ▼", "≈": " ≈", "n/a": " n/a"}  # verdict → its mark in a table
+
+
 def fmt_diff(c: dict[str, Any], metric: str, compare_to: str) -> str:
     if c["n"] == 0 or math.isnan(c["mean_diff"]):
         return "n/a"
     scale, nd = scale_of(metric)
-    mark = {"better": " ▲", "worse": " ▼", "≈": " ≈", "n/a": " n/a"}[c["verdict"]]
+    mark = MARKS[c["verdict"]]
     p = "" if math.isnan(c["p_value"]) else f" (p={c['p_value']:.2g})"
     ref = f" vs {c['reference']}" if compare_to == "best" else ""
     return f"{c['mean_diff'] * scale:+.{nd}f}{mark}{p}{ref}"
@@ -158,7 +161,7 @@ def fmt_task_mean_diff(c: PairedComparison, percent: bool, higher_is_better: boo
     verdict = c.verdict
     if not higher_is_better and verdict in ("better", "worse"):
         verdict = "worse" if verdict == "better" else "better"
-    mark = {"better": " ▲", "worse": " ▼", "≈": " ≈", "n/a": " n/a"}[verdict]
+    mark = MARKS[verdict]
     if math.isnan(c.p_value):
         return f"{c.mean_diff * scale:+.{nd}f}{mark}"
     return (f"{c.mean_diff * scale:+.{nd}f}{mark} (p={c.p_value:.2g}) "

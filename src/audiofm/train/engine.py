@@ -50,6 +50,7 @@ from .distributed import (
     gather_features,
     no_sync,
     resolve_device,
+    resolve_precision,
     setup,
     setup_distributed,
     wrap_ddp,
@@ -230,6 +231,12 @@ class Engine:
         self.resume, self.progress = resume, progress
         self.resolved_config = resolved_config or {}
         self.device, self.dist = setup(cfg.device, cfg.threads)
+        if cfg.precision == "auto":  # resolved once for this device; the run records what it chose
+            cfg.precision = resolve_precision("auto", self.device)
+            if isinstance(self.resolved_config.get("train"), dict):
+                self.resolved_config["train"]["precision"] = cfg.precision
+            if progress and self.dist.main:
+                print(f"precision: auto → {cfg.precision}")
         check_recipe(recipe, cfg, self.dist.world)
         self.step = 0
         self.checkpoints = Checkpointer(recipe, run_dir, self.dist, keep=cfg.keep_checkpoints,

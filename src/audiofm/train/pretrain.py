@@ -26,7 +26,7 @@ from .budget import calibrate_steps
 from .checkpointing import check_run_dir
 from .data_order import mix
 from .deadline import clock
-from .distributed import broadcast_object, local_rank, resolve_device, resolve_precision, setup
+from .distributed import broadcast_object, setup
 from .engine import Batch, Engine, TrainConfig
 
 __all__ = ["DataConfig", "PretrainConfig", "PretrainRecipe", "calibrate_steps", "compute_stats", "pretrain",
@@ -233,10 +233,6 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
         if cfg.budget_minutes is not None:  # keep the calibrated schedule
             tc = ckpt.load_train_state(latest)["train_config"]
             cfg.train.max_steps, cfg.train.warmup_steps = tc["max_steps"], tc["warmup_steps"]
-    if cfg.train.precision == "auto":  # recorded as what it resolved to on this machine
-        cfg.train.precision = resolve_precision("auto", resolve_device(cfg.train.device, local_rank()))
-        if progress and local_rank() == 0:
-            print(f"precision: auto → {cfg.train.precision}")
     budget = cfg.budget_minutes
     if budget is not None and latest is None:  # a fresh start (also a --resume that found no checkpoint)
         device, d = setup(cfg.train.device, cfg.train.threads)
