@@ -15,7 +15,7 @@ from audiofm.checkpoint import CheckpointSpec, save_checkpoint
 from audiofm.cli import main
 from audiofm.embedding import POOLINGS, pool_frames_np, pooled_dim
 from audiofm.models import build_model, create_model, model_config
-from audiofm.models.encoder import block_range, pool_frames
+from audiofm.models.encoder import block_range, merge_freq, pool_frames
 
 
 def test_meanstd_pooling_against_a_direct_formula() -> None:
@@ -130,4 +130,67 @@ def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Pat
     with pytest.raises(SystemExit):
         main(["embed", str(ckpt), str(hear_task), "--out", str(tmp_path / "x.npz"), "--layers", "most"])
     assert "expected a number of blocks or 'all', got 'most'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_freq_concat_against_a_direct_reference() -> None:
+    """freq_mix='concat': each frame is its time patch's frequency patches, low to high, side
+    by side — the token outputs re-laid out, nothing averaged; 'mean' is their average."""
+    torch.manual_seed(0)
+    enc = create_model("msm_vit_debug").encoder.eval()
+    Fp, D = enc.cfg.freq_patches, enc.dim
+    wave = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 9000])
+    with torch.no_grad():
+        tok = enc.tokenize(wave, lengths)
+        h = enc.forward_tokens(enc.embed_tokens(tok.patches, tok.Fp, tok.Tp), tok.pad_mask)
+        cat, valid = enc.frame_embeddings(wave, lengths, freq_mix="concat")
+        mean, valid_m = enc.frame_embeddings(wave, lengths)
+    assert cat.shape == (2, tok.Tp, Fp * D) and torch.equal(valid, valid_m)
+    for t in (0, tok.Tp - 1):
+        for f in range(Fp):  # token t·Fp + f is frequency patch f of time patch t (patchify's order)
+            torch.testing.assert_close(cat[:, t, f * D : (f + 1) * D], h[:, t * Fp + f])
+    torch.testing.assert_close(cat.view(2, tok.Tp, Fp, D).mean(2), mean)
+    with pytest.raises(ValueError, match="freq_mix must be one of mean, concat"):
+        merge_freq(h, tok.Tp, Fp, "max")
+
+
+def test_embedder_freq_concat() -> None:
+    w = np.random.default_rng(2).standard_normal(40000).astype(np.float32)  # several chunks
+    one = random_like("msm_vit_debug")
+    cat = random_like("msm_vit_debug", freq_mix="concat", pooling="meanstd")
+    Fp = one.encoder.cfg.freq_patches
+    assert cat.frame_dim == Fp * one.frame_dim and cat.embed_dim == 2 * Fp * one.frame_dim
+    e1, e2 = one.embed(w, 16000), cat.embed(w, 16000)
+    assert e2.frames.shape == (e1.frames.shape[0], Fp * one.frame_dim) and e2.clip.shape == (cat.embed_dim,)
+    np.testing.assert_allclose(e2.frames.reshape(len(e2.frames), Fp, -1).mean(1), e1.frames, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(e2.clip, np.concatenate([e2.frames.mean(0), e2.frames.std(0)]), rtol=1e-5, atol=1e-6)
+    # the cache key: unchanged at the default, new for concat; layers combine with it
+    assert random_like("msm_vit_debug", freq_mix="mean").fingerprint() == one.fingerprint()
+    assert cat.fingerprint() != random_like("msm_vit_debug", pooling="meanstd").fingerprint()
+    both = random_like("msm_vit_debug", freq_mix="concat", layers=2, layer_mix="concat")
+    assert both.embed_dim == 2 * Fp * one.frame_dim and "freq_mix='concat'" in repr(both)
+    with pytest.raises(ValueError, match="freq_mix must be one of"):
+        random_like("msm_vit_debug", freq_mix="sum")
+
+
+def test_embed_and_evaluate_cli_take_freq_mix(tmp_path: Path, hear_task: Path, capsys) -> None:
+    cfg = model_config("msm_vit_debug")
+    ckpt = save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out), "--freq-mix", "concat", "--no-progress"]) == 0
+    one = random_like("msm_vit_debug")
+    with np.load(out) as z:
+        assert z["clip"].shape[1] == one.encoder.cfg.freq_patches * one.embed_dim
+    run = tmp_path / "run"
+    assert main(["evaluate", "--model", str(ckpt), "--baseline", "random", "--tasks", str(hear_task), "--probes",
+                 "knn", "--seeds", "1", "--freq-mix", "concat", "--pooling", "meanstd", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["freq_mix"] == "concat"
+    text = (run / "results.csv").read_text()
+    assert "ckpt[freq-concat,meanstd]" in text and "random-init(ckpt[freq-concat,meanstd])" in text
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
+                 "--set", "freq_mix=max", "--out", str(tmp_path / "bad")]) == 2
+    assert "--freq-mix must be one of mean, concat" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -105,3 +105,15 @@ def test_ten_minutes_in_one_pass(tmp_path, preset):
     np.testing.assert_allclose(out.frames[: head.shape[0] - 1], head[:-1], atol=2e-5, rtol=1e-4)
     frames, _ = stream_all(emb.stream(), wave, [sr * 30])
     np.testing.assert_allclose(frames, out.frames, atol=5e-5, rtol=1e-3)
+
+
+def test_stream_with_frequency_patches_concatenated(tmp_path):
+    emb = forward_embedder(tmp_path, "msm_mamba2_debug", freq_mix="concat")
+    wave = signal(1.3)
+    whole = emb.embed(wave, 16000)
+    frames, _ = stream_all(emb.stream(), wave, [1000, 3333])
+    assert frames.shape == whole.frames.shape and frames.shape[1] == emb.frame_dim
+    np.testing.assert_allclose(frames, whole.frames, atol=2e-5, rtol=1e-4)
+    # several blocks cannot stream (the stream carries one stack's state): refused, not ignored
+    with pytest.raises(ValueError, match="streaming reads one block"):
+        forward_embedder(tmp_path / "l2", "msm_mamba2_debug", layers=2).stream()

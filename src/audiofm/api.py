@@ -26,7 +26,7 @@ import torch
 from . import checkpoint as ckpt
 from .audio import prepare
 from .config import to_dict
-from .embedding import LAYER_MIXES, Embeddings, chunk_plan, chunk_starts, patch_timestamps, pooled_dim
+from .embedding import FREQ_MIXES, LAYER_MIXES, Embeddings, chunk_plan, chunk_starts, patch_timestamps, pooled_dim
 from .models.encoder import AudioEncoder, block_range, pool_frames
 from .models.heads import Head, build_head
 from .train.distributed import autocast
@@ -59,9 +59,11 @@ class Embedder:
     layers / layer_mix: read the ``layers`` blocks ending at ``layer`` instead (0 = every block up
     to it), each normalised, averaged ('mean') or concatenated ('concat', layers·D dims)
     (:meth:`~audiofm.models.encoder.AudioEncoder.forward_tokens`).
+    freq_mix: how each time patch's frequency patches make its frame: 'mean' (D dims) or
+    'concat' (low to high frequency, freq_patches·D dims; keeps the spectral layout that the
+    mean discards — results §21) (:func:`~audiofm.models.encoder.merge_freq`).
     pooling: clip pooling over frames (:data:`~audiofm.embedding.POOLINGS`): 'mean', 'max',
-    'meanmax' or 'meanstd' (the last two concatenate two statistics, 2·D dims).
-    Frames are the mean over frequency patches of each time patch.
+    'meanmax' or 'meanstd' (the last two concatenate two statistics, 2·frame dims).
     precision: 'fp32', or 'bf16' to run the encoder under bf16 autocast (matmuls in bfloat16,
     outputs returned as float32; the front end and the recurrent scans stay in float32). bf16
     embeddings are close to, not equal to, fp32 ones, so bf16 enters :meth:`fingerprint` (fp32 keys
@@ -79,6 +81,7 @@ class Embedder:
         pooling: str = "mean",
         layers: int = 1,
         layer_mix: str = "mean",
+        freq_mix: str = "mean",
         chunk_seconds: float | str | None = _AUTO,
         batch_size: int = 16,
         device: str | torch.device | None = None,
@@ -89,7 +92,10 @@ class Embedder:
         if layers == 0:  # every block up to ``layer``: recorded as their count (the same cache key)
             block_range(encoder.backbone.depth, layer)  # checks the block
             layers = layer % encoder.backbone.depth + 1
+        if freq_mix not in FREQ_MIXES:
+            raise ValueError(f"freq_mix must be one of {', '.join(FREQ_MIXES)}, got {freq_mix!r}")
         frame_dim = encoder.cfg.dim * (layers if layer_mix == "concat" else 1)
+        frame_dim *= encoder.cfg.freq_patches if freq_mix == "concat" else 1
         self.embed_dim = pooled_dim(frame_dim, pooling)  # checks the pooling name
         block_range(encoder.backbone.depth, layer, layers)  # checks the blocks
         if layer_mix not in LAYER_MIXES:
@@ -104,6 +110,7 @@ class Embedder:
         self.pooling = pooling
         self.layers = layers
         self.layer_mix = layer_mix
+        self.freq_mix = freq_mix
         self.batch_size = batch_size
         self.precision = precision
         fe = cfg.frontend
@@ -124,6 +131,8 @@ class Embedder:
                                 "chunk": self.chunk_seconds, "encoder": to_dict(self.encoder_config)}
         if self.layers != 1:  # absent at the default, so that earlier cache keys stay valid
             spec.update(layers=self.layers, layer_mix=self.layer_mix)
+        if self.freq_mix != "mean":  # likewise
+            spec["freq_mix"] = self.freq_mix
         if self.precision != "fp32":  # likewise
             spec["precision"] = self.precision
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -178,7 +187,7 @@ class Embedder:
         lengths = torch.tensor([len(w) for w in waves], device=self.device)
         with autocast(self.device, self.precision):
             fr, valid = self.encoder.frame_embeddings(x, lengths, layer=self.layer, layers=self.layers,
-                                                      layer_mix=self.layer_mix)
+                                                      layer_mix=self.layer_mix, freq_mix=self.freq_mix)
         arr = fr.float().cpu().numpy()
         counts = valid.sum(dim=1).cpu().tolist()
         return [arr[i, : int(c)] for i, c in enumerate(counts)]
@@ -189,6 +198,7 @@ class Embedder:
 
     def __repr__(self) -> str:
         layers = f", layers={self.layers}, layer_mix={self.layer_mix!r}" if self.layers != 1 else ""
+        layers += f", freq_mix={self.freq_mix!r}" if self.freq_mix != "mean" else ""
         return (f"Embedder({self.name!r}, dim={self.embed_dim}, rate={self.sample_rate}, layer={self.layer}{layers}, "
                 f"pooling={self.pooling!r}, chunk_seconds={self.chunk_seconds})")
 
@@ -259,6 +269,9 @@ def load(path: str | os.PathLike[str], *, strict: bool = True, **kwargs: Any) ->
     if kwargs.get("layers", 1) != 1:
         raise ValueError(f"{d}: this classifier's head reads one block (layer={h.layer}); cannot load it with "
                          f"layers={kwargs['layers']}")
+    if kwargs.get("freq_mix", "mean") != "mean":
+        raise ValueError(f"{d}: this classifier's head reads frames averaged over frequency; cannot load it with "
+                         f"freq_mix={kwargs['freq_mix']!r}")
     for key in ("layer", "pooling"):
         if key in kwargs and kwargs[key] != getattr(h, key):
             raise ValueError(f"{d}: this classifier's head reads {key}={getattr(h, key)!r}; "

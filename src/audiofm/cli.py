@@ -167,7 +167,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 class EmbedConfig:
     """Settings of ``audiofm embed``. layer: encoder block whose output is embedded (-1 = the last,
     after the final norm). layers / layer_mix: read the ``layers`` blocks ending at ``layer``
-    (0 = all of them), each normalised, averaged ('mean') or concatenated ('concat'). pooling: clip pooling over
+    (0 = all of them), each normalised, averaged ('mean') or concatenated ('concat'). freq_mix: a
+    frame is the mean of its time patch's frequency patches ('mean') or their concatenation
+    ('concat', freq_patches times the dims). pooling: clip pooling over
     frames, 'mean', 'max', 'meanmax' or 'meanstd'. chunk_seconds: chunk length for long audio
     (null = the model's training segment, 0 = the whole input at once). batch_size: clips per
     forward pass. frames: also store frame embeddings and their timestamps. precision: 'fp32' or
@@ -176,6 +178,7 @@ class EmbedConfig:
     layer: int = -1
     layers: NonNegativeInt = 1
     layer_mix: Literal["mean", "concat"] = "mean"
+    freq_mix: Literal["mean", "concat"] = "mean"
     pooling: Literal["mean", "max", "meanmax", "meanstd"] = "mean"
     chunk_seconds: NonNegativeFloat | None = None
     batch_size: PositiveInt = 16
@@ -204,6 +207,8 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                    "'all' = every block up to it (default: {layers})")
     p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
                    "concatenated (default: {layer_mix})")
+    p.add_argument("--freq-mix", choices=["mean", "concat"], help="a frame is the average of its frequency patches "
+                   "or their concatenation (more dims, keeps the spectral layout) (default: {freq_mix})")
     p.add_argument("--pooling", choices=["mean", "max", "meanmax", "meanstd"], help="clip pooling (default: {pooling})")
     p.add_argument("--chunk-seconds", type=float, help="chunk length for long audio, 0 = whole input "
                    "(default: the model's training segment)")
@@ -221,7 +226,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .outputs import check_output
 
     cfg = resolve_config(EmbedConfig, args, {"layer": args.layer, "layers": args.layers,
-                                             "layer_mix": args.layer_mix, "pooling": args.pooling,
+                                             "layer_mix": args.layer_mix, "freq_mix": args.freq_mix,
+                                             "pooling": args.pooling,
                                              "chunk_seconds": args.chunk_seconds, "batch_size": args.batch_size,
                                              "frames": args.frames, "precision": args.precision})
     out = check_output(args.out, overwrite=args.overwrite, inputs=(args.ckpt, args.input))
@@ -237,6 +243,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
                           "precision": cfg.precision}
     if cfg.layers != 1:
         kw.update(layers=cfg.layers, layer_mix=cfg.layer_mix)
+    if cfg.freq_mix != "mean":
+        kw["freq_mix"] = cfg.freq_mix
     if cfg.chunk_seconds is not None:
         kw["chunk_seconds"] = cfg.chunk_seconds or None
     model = load(args.ckpt, **kw)

@@ -62,6 +62,9 @@ POOLINGS = ("mean", "max", "meanmax", "meanstd")
 'meanstd' (mean and population standard deviation concatenated, 2·D)."""
 LAYER_MIXES = ("mean", "concat")
 """How several blocks' outputs are combined (``layers`` > 1): their average, or concatenated."""
+FREQ_MIXES = ("mean", "concat")
+"""How the frequency patches of one time patch make a frame: their average (D dims), or
+concatenated from low to high frequency (Fp·D dims, the frame of MSM-MAE and M2D)."""
 
 
 def pooled_dim(frame_dim: int, pooling: str) -> int:

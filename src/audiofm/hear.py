@@ -77,8 +77,9 @@ class HearModel(torch.nn.Module):
 def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
     """Load an audiofm checkpoint directory as a HEAR model.
 
-    Keyword arguments: ``layer`` (encoder block, -1 last) and ``pooling`` ("mean", "max",
-    "meanmax") are passed to :func:`audiofm.load`; ``batch_size`` bounds memory;
+    Keyword arguments: ``layer`` (encoder block, -1 last), ``pooling`` ("mean", "max",
+    "meanmax", "meanstd"), ``freq_mix`` ("mean", "concat") and the other
+    :class:`~audiofm.api.Embedder` settings are passed to :func:`audiofm.load`; ``batch_size`` bounds memory;
     ``timestamp_hop_ms`` (e.g. 40, 20, 10: the patch hop divided by a whole number) gives finer
     timestamps by shifted passes (see the module doc). A ``.onnx`` path loads an exported graph. With an empty
     path, ``model_name="msm_vit_debug"`` (and optional ``seed``) builds that registered

@@ -33,6 +33,7 @@ import torch
 
 from .audio import AudioError, to_mono
 from .models.backbones._scan import stream_blocks
+from .models.encoder import merge_freq
 from .models.patch import patchify
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class EmbeddingStream:
                 f"{direction!r} (its blocks see future tokens); pretrain with "
                 "--set model_overrides.encoder.backbone_cfg.direction=forward, or embed whole files "
                 "with audiofm.load(path, chunk_seconds=None)")
+        if embedder.layers != 1:
+            raise ValueError(f"{embedder.name}: streaming reads one block; load the model without layers="
+                             f"{embedder.layers} to stream")
         depth = len(blocks)
         last = embedder.layer % depth
         self._blocks = blocks[: last + 1]
@@ -137,7 +141,7 @@ class EmbeddingStream:
         self._samples = np.ascontiguousarray(buf, dtype=np.float32)
         ready = self._pending // self._pt
         if ready == 0:
-            return np.zeros((0, self.encoder.dim), np.float32), np.zeros(0)
+            return np.zeros((0, self.embedder.frame_dim), np.float32), np.zeros(0)
         spec = torch.cat(self._frames, dim=1)
         take = ready * self._pt
         self._frames = [spec[:, take:]] if spec.shape[1] > take else []
@@ -159,7 +163,7 @@ class EmbeddingStream:
             x, self._states = stream_blocks(self._blocks, x, self._states)
             if self._final_norm:
                 x = self.encoder.norm(x)
-            frames = x.view(k, self._fp, -1).mean(dim=1).float().cpu().numpy()
+            frames = merge_freq(x, k, self._fp, self.embedder.freq_mix)[0].float().cpu().numpy()
         times = self.embedder.timestamps(k, start=self._t)
         self._t += k
         self._emitted.append(frames)

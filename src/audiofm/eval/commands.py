@@ -83,6 +83,8 @@ def add_parsers(subparsers: Any) -> None:
                    "'all' = every block up to it (default: {layers})")
     p.add_argument("--layer-mix", choices=["mean", "concat"], help="combine --layers blocks by their average or "
                    "concatenated (default: {layer_mix})")
+    p.add_argument("--freq-mix", choices=["mean", "concat"], help="a frame is the average of its frequency patches "
+                   "or their concatenation (more dims, keeps the spectral layout) (default: {freq_mix})")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="precision of audiofm checkpoints' encoders: "
                    "bf16 autocast, close to but not equal to fp32, cached apart (default: {precision})")
     p.add_argument("--compare-to", choices=["first", "best"],
@@ -131,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "probes": args.probes, "seeds": args.seeds, "out": args.out, "folds": args.folds,
         "max_folds": args.max_folds, "batch_size": args.batch_size, "cache": args.cache,
         "pooling": args.pooling, "layer": args.layer, "layers": args.layers, "layer_mix": args.layer_mix,
-        "precision": args.precision,
+        "freq_mix": args.freq_mix, "precision": args.precision,
         "compare_to": args.compare_to, "threads": args.threads,
         "probe_threads": args.probe_threads, "jobs": args.jobs,
         "overwrite": args.overwrite or None, "progress": False if args.no_progress else None,

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from ..config import NonNegativeInt, PositiveInt, Range, check_ranges
 from ..data import HearTask, is_hear_task, is_shard_dir, read_hear_task
 from ..data.shards import shard_tasks
-from ..embedding import LAYER_MIXES, POOLINGS, AudioEmbedder
+from ..embedding import FREQ_MIXES, LAYER_MIXES, POOLINGS, AudioEmbedder
 from .probe_base import ProbeConfig
 from .registry import PROBES
 from .results import EvalError
@@ -29,7 +29,7 @@ class EvalConfig:
     seeds: seeds 0..seeds-1. out: run directory. folds: round indices to run (k-fold: fold i
     is test) or None for all; max_folds: keep the first N rounds. batch_size: clips per
     ``embed_batch`` call. cache: embedding cache dir (None → ``$AUDIOFM_CACHE`` if set, else
-    ``<out>/embeddings``). pooling / layer / layers / layer_mix: passed to ``audiofm.load`` and
+    ``<out>/embeddings``). pooling / layer / layers / layer_mix / freq_mix: passed to ``audiofm.load`` and
     ``random_like`` (:class:`audiofm.api.Embedder`); so is precision ('bf16': the encoders under bf16
     autocast; its embeddings are cached apart from fp32 ones; not for ONNX graphs or baselines).
     probe: probe hyper-parameter grids. confidence: CI level. compare_to: paired comparisons
@@ -58,6 +58,7 @@ class EvalConfig:
     layer: int = -1
     layers: NonNegativeInt = 1  # 0 = every block up to layer
     layer_mix: str = "mean"
+    freq_mix: str = "mean"
     precision: Literal["fp32", "bf16"] = "fp32"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
@@ -78,6 +79,8 @@ class EvalConfig:
             raise EvalError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.layer_mix not in LAYER_MIXES:
             raise EvalError(f"--layer-mix must be one of {', '.join(LAYER_MIXES)}, got {self.layer_mix!r}")
+        if self.freq_mix not in FREQ_MIXES:
+            raise EvalError(f"--freq-mix must be one of {', '.join(FREQ_MIXES)}, got {self.freq_mix!r}")
         if self.compare_to not in ("first", "best"):
             raise EvalError(f"--compare-to must be 'first' or 'best', got {self.compare_to!r}")
 
@@ -104,11 +107,13 @@ class EvalConfig:
 
     def embed_settings(self) -> dict[str, Any]:
         """The embedding settings of audiofm checkpoints (``audiofm.load`` keywords); ``layers``
-        and ``layer_mix`` only when several blocks are read, so that the cache keys of runs made
-        before they existed stay the same."""
+        and ``layer_mix`` only when several blocks are read, ``freq_mix`` only when it is not the
+        mean, so that the cache keys of runs made before they existed stay the same."""
         out: dict[str, Any] = {"layer": self.layer, "pooling": self.pooling}
         if self.layers != 1:
             out.update(layers=self.layers, layer_mix=self.layer_mix)
+        if self.freq_mix != "mean":
+            out["freq_mix"] = self.freq_mix
         if self.precision != "fp32":
             out["precision"] = self.precision
         return out
@@ -153,13 +158,15 @@ class EmbedderSpec:
 
 
 def model_label(path: str, layer: int, pooling: str, layers: int = 1, layer_mix: str = "mean",
-                precision: str = "fp32") -> str:
+                precision: str = "fp32", freq_mix: str = "mean") -> str:
     name = Path(path.rstrip("/\\")).name or path
     extras = []
     if layer != -1:
         extras.append(f"layer={layer}")
     if layers != 1:
         extras.append(f"layers={layers or 'all'}" + ("" if layer_mix == "mean" else f"-{layer_mix}"))
+    if freq_mix != "mean":
+        extras.append(f"freq-{freq_mix}")
     if pooling != "mean":
         extras.append(pooling)
     if precision != "fp32":
@@ -188,6 +195,9 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
             if cfg.layers != 1:
                 raise EvalError(f"{path}: an exported graph reads one block; evaluate it without --layers "
                                 "(or evaluate the checkpoint)")
+            if cfg.freq_mix != "mean":
+                raise EvalError(f"{path}: an exported graph averages frequency patches; evaluate it without "
+                                "--freq-mix (or evaluate the checkpoint)")
             for key in ("layer", "pooling"):
                 if getattr(cfg, key) != getattr(emb, key):
                     raise EvalError(f"{path} was exported with {key}={getattr(emb, key)!r}; evaluate it with "
@@ -197,7 +207,7 @@ def load_embedders(cfg: EvalConfig) -> list[EmbedderSpec]:
 
             emb = audiofm.load(path, **settings)
         specs.append(EmbedderSpec(model_label(path, cfg.layer, cfg.pooling, cfg.layers, cfg.layer_mix,
-                                              cfg.precision), emb,
+                                              cfg.precision, cfg.freq_mix), emb,
                                   settings, path))
     for name in cfg.baselines:
         emb = make_baseline(name, cfg.models, seed=cfg.random_seed, **settings)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TYPE_FROM, PositiveInt, check_ranges
-from ..embedding import LAYER_MIXES, pooled_dim
+from ..embedding import FREQ_MIXES, LAYER_MIXES, pooled_dim
 from ..frontend import FrontendConfig, LogMel
 from .backbones import BackboneConfig, as_backbone_config, backbone_config_class, build_backbone_from
 from .layer_config import set_layer_config
@@ -37,6 +37,19 @@ def pool_frames(frames: Tensor, valid: Tensor | None = None, pooling: str = "mea
         x = frames if valid is None else frames.masked_fill(~valid[..., None], float("-inf"))
         parts.append(x.amax(dim=1))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def merge_freq(h: Tensor, Tp: int, Fp: int, freq_mix: str = "mean") -> Tensor:
+    """Frames ``(B, Tp, C)`` from token outputs ``(B, Tp·Fp, D)`` (time-major): the average of
+    each time patch's ``Fp`` frequency patches (``freq_mix`` 'mean', C = D) or those patches
+    concatenated from low to high frequency ('concat', C = Fp·D, as MSM-MAE and M2D read their
+    encoders). The one definition, used by the encoder and the streaming embedder."""
+    if freq_mix not in FREQ_MIXES:
+        raise ValueError(f"freq_mix must be one of {', '.join(FREQ_MIXES)}, got {freq_mix!r}")
+    B = h.shape[0]
+    if freq_mix == "concat":
+        return h.reshape(B, Tp, -1)
+    return h.view(B, Tp, Fp, -1).mean(dim=2)
 
 
 def block_range(depth: int, layer: int, layers: int = 1) -> range:
@@ -182,29 +195,30 @@ class AudioEncoder(nn.Module):
 
     def frame_embeddings(self, wave: Tensor, lengths: Tensor | None = None, layer: int = -1,
                          spec_mask: Tensor | None = None, layers: int = 1, layer_mix: str = "mean",
-                         ) -> tuple[Tensor, Tensor]:
-        """``(B, Tp, D)`` frame embeddings (mean over frequency patches) and valid ``(B, Tp)``;
-        ``layer`` / ``layers`` / ``layer_mix``: :meth:`forward_tokens`."""
-        return self.frame_embeddings_from_tokens(self.tokenize(wave, lengths, spec_mask), layer, layers, layer_mix)
+                         freq_mix: str = "mean") -> tuple[Tensor, Tensor]:
+        """``(B, Tp, C)`` frame embeddings and valid ``(B, Tp)``; ``layer`` / ``layers`` /
+        ``layer_mix``: :meth:`forward_tokens`; ``freq_mix``: how a time patch's frequency patches
+        make its frame (:func:`merge_freq`: mean, C = D, or concatenated, C = Fp·D)."""
+        return self.frame_embeddings_from_tokens(self.tokenize(wave, lengths, spec_mask), layer, layers, layer_mix,
+                                                 freq_mix)
 
     def frame_embeddings_from_tokens(self, tok: Tokens, layer: int = -1, layers: int = 1,
-                                     layer_mix: str = "mean") -> tuple[Tensor, Tensor]:
+                                     layer_mix: str = "mean", freq_mix: str = "mean") -> tuple[Tensor, Tensor]:
         """:meth:`frame_embeddings` from tokens (e.g. of :meth:`tokenize_spec` on a log-mel)."""
         x = self.embed_tokens(tok.patches, tok.Fp, tok.Tp)
         # the exportable path always passes the mask (no branch on the data; an all-False
         # mask gives the same result)
         mask = tok.pad_mask if self.exportable or bool(tok.pad_mask.any()) else None
         h = self.forward_tokens(x, mask, layer, layers, layer_mix)
-        B = h.shape[0]
-        frames = h.view(B, tok.Tp, tok.Fp, -1).mean(dim=2)
+        frames = merge_freq(h, tok.Tp, tok.Fp, freq_mix)
         valid = torch.arange(tok.Tp, device=h.device)[None, :] < tok.time_lengths[:, None]
         return frames, valid
 
     def clip_embedding(self, wave: Tensor, lengths: Tensor | None = None, *, layer: int = -1,
                        pooling: str = "mean", spec_mask: Tensor | None = None, layers: int = 1,
-                       layer_mix: str = "mean") -> Tensor:
+                       layer_mix: str = "mean", freq_mix: str = "mean") -> Tensor:
         """Clip embeddings ``(B, C)``: the frames of :meth:`frame_embeddings` pooled over the
         valid ones (:func:`pool_frames`) — what ``audiofm.load(...).embed(...).clip`` returns for
         a clip that fits in one chunk. Differentiable (used by fine-tuning)."""
-        frames, valid = self.frame_embeddings(wave, lengths, layer, spec_mask, layers, layer_mix)
+        frames, valid = self.frame_embeddings(wave, lengths, layer, spec_mask, layers, layer_mix, freq_mix)
         return pool_frames(frames, valid, pooling)
