@@ -10,10 +10,13 @@ def test_demo_runs_end_to_end_quickly(tmp_path, capsys):
     assert "| log-mel mean+std |" in out and "pretrained" in out
     assert summary["steps"] == 15 and summary["loss_last"] < summary["loss_first"]
     names = [r["embedding"] for r in summary["results"]]
-    assert names == ["msm_vit_debug pretrained", "msm_vit_debug pretrained, all blocks, mean+std",
-                     "msm_vit_debug random init", "msm_vit_debug random init, all blocks, mean+std",
+    assert names == ["msm_vit_debug pretrained", "msm_vit_debug pretrained, freq patches concatenated, mean+max",
+                     "msm_vit_debug random init", "msm_vit_debug random init, freq patches concatenated, mean+max",
                      "log-mel mean+std"]
-    assert summary["results"][1]["dim"] == 2 * summary["results"][0]["dim"]  # mean+std doubles it
+    from audiofm.api import random_like
+
+    fp = random_like("msm_vit_debug").encoder.cfg.freq_patches  # concatenated patches, then mean+max
+    assert summary["results"][1]["dim"] == 2 * fp * summary["results"][0]["dim"]
     assert summary["verdict"] == verdict([tuple(r.values()) for r in summary["results"]])
     assert all(line in out for line in summary["verdict"]) and len(summary["verdict"]) == 2
     assert all(0.0 <= r["knn_acc"] <= 1.0 for r in summary["results"])
