@@ -99,26 +99,44 @@ def test_embedder_reads_several_blocks() -> None:
         random_like("msm_vit_debug", layer=depth, layers=0)
 
 
-def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Path, capsys) -> None:
+def _debug_checkpoint(tmp_path: Path) -> Path:
     cfg = model_config("msm_vit_debug")
-    ckpt = save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
+    return save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
+
+
+CLI_SETTINGS = {  # embed flags, clip dims from the default embedder, evaluate flags, config entry, label, bad
+    "layers": (["--layers", "2", "--layer-mix", "concat", "--pooling", "meanstd"], lambda e: 4 * e.embed_dim,
+               ["--layers", "2", "--pooling", "meanstd"], ("layers", 2), "ckpt[layers=2,meanstd]",
+               "layer_mix=sum", "layer-mix"),
+    "freq_mix": (["--freq-mix", "concat"], lambda e: e.encoder.cfg.freq_patches * e.embed_dim,
+                 ["--freq-mix", "concat", "--pooling", "meanstd"], ("freq_mix", "concat"),
+                 "ckpt[freq-concat,meanstd]", "freq_mix=max", "--freq-mix must be one of mean, concat"),
+}
+
+
+@pytest.mark.parametrize("setting", list(CLI_SETTINGS))
+def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Path, capsys, setting: str) -> None:
+    embed_flags, clip_dim, eval_flags, (key, value), label, bad, bad_message = CLI_SETTINGS[setting]
+    ckpt = _debug_checkpoint(tmp_path)
     out = tmp_path / "e.npz"
-    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out), "--layers", "2", "--layer-mix", "concat",
-                 "--pooling", "meanstd", "--no-progress"]) == 0
-    dim = random_like("msm_vit_debug").embed_dim
+    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out), *embed_flags, "--no-progress"]) == 0
     with np.load(out) as z:
-        assert z["clip"].shape[1] == 4 * dim
+        assert z["clip"].shape[1] == clip_dim(random_like("msm_vit_debug"))
     run = tmp_path / "run"
     assert main(["evaluate", "--model", str(ckpt), "--baseline", "random", "--tasks", str(hear_task), "--probes",
-                 "knn", "--seeds", "1", "--layers", "2", "--pooling", "meanstd", "--out", str(run),
-                 "--no-progress"]) == 0
-    assert json.loads((run / "config.json").read_text())["layers"] == 2
+                 "knn", "--seeds", "1", *eval_flags, "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())[key] == value
     text = (run / "results.csv").read_text()
-    assert "ckpt[layers=2,meanstd]" in text and "random-init(ckpt[layers=2,meanstd])" in text
+    assert label in text and f"random-init({label})" in text
     capsys.readouterr()
     assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
-                 "--set", "layer_mix=sum", "--out", str(tmp_path / "bad")]) == 2
-    assert "layer-mix" in capsys.readouterr().err
+                 "--set", bad, "--out", str(tmp_path / "bad")]) == 2
+    assert bad_message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_layers_all(tmp_path: Path, hear_task: Path, capsys) -> None:
+    ckpt = _debug_checkpoint(tmp_path)
     # --layers all: every block, labelled so
     run = tmp_path / "run_all"
     assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
@@ -130,7 +148,6 @@ def test_embed_and_evaluate_cli_take_the_settings(tmp_path: Path, hear_task: Pat
     with pytest.raises(SystemExit):
         main(["embed", str(ckpt), str(hear_task), "--out", str(tmp_path / "x.npz"), "--layers", "most"])
     assert "expected a number of blocks or 'all', got 'most'" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
 
 
 def test_freq_concat_against_a_direct_reference() -> None:
@@ -173,24 +190,3 @@ def test_embedder_freq_concat() -> None:
     with pytest.raises(ValueError, match="freq_mix must be one of"):
         random_like("msm_vit_debug", freq_mix="sum")
 
-
-def test_embed_and_evaluate_cli_take_freq_mix(tmp_path: Path, hear_task: Path, capsys) -> None:
-    cfg = model_config("msm_vit_debug")
-    ckpt = save_checkpoint(tmp_path / "ckpt", CheckpointSpec.from_model_config(cfg), build_model(cfg))
-    out = tmp_path / "e.npz"
-    assert main(["embed", str(ckpt), str(hear_task), "--out", str(out), "--freq-mix", "concat", "--no-progress"]) == 0
-    one = random_like("msm_vit_debug")
-    with np.load(out) as z:
-        assert z["clip"].shape[1] == one.encoder.cfg.freq_patches * one.embed_dim
-    run = tmp_path / "run"
-    assert main(["evaluate", "--model", str(ckpt), "--baseline", "random", "--tasks", str(hear_task), "--probes",
-                 "knn", "--seeds", "1", "--freq-mix", "concat", "--pooling", "meanstd", "--out", str(run),
-                 "--no-progress"]) == 0
-    assert json.loads((run / "config.json").read_text())["freq_mix"] == "concat"
-    text = (run / "results.csv").read_text()
-    assert "ckpt[freq-concat,meanstd]" in text and "random-init(ckpt[freq-concat,meanstd])" in text
-    capsys.readouterr()
-    assert main(["evaluate", "--model", str(ckpt), "--tasks", str(hear_task), "--probes", "knn", "--seeds", "1",
-                 "--set", "freq_mix=max", "--out", str(tmp_path / "bad")]) == 2
-    assert "--freq-mix must be one of mean, concat" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
