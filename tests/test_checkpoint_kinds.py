@@ -157,6 +157,8 @@ def test_classifier_is_one_directory_and_predicts_after_load(msm, tmp_path, pred
         audiofm.load(path, pooling="max")
     with pytest.raises(ValueError, match="reads one block .* cannot load it with layers=2"):
         audiofm.load(path, layers=2)
+    with pytest.raises(ValueError, match="averaged over frequency; cannot load it with freq_mix='concat'"):
+        audiofm.load(path, freq_mix="concat")
 
 
 def test_classifier_spec_and_weights_are_checked(msm, tmp_path):

@@ -229,6 +229,10 @@ def test_evaluate_takes_an_onnx_model(exported: dict[str, tuple[Path, Path]], tm
     rc = main(["evaluate", "--model", str(onnx_file), "--layers", "2", "--tasks", str(tmp_path / "tasks"),
                "--out", str(tmp_path / "run3"), "--seeds", "1", "--probes", "knn", "--no-progress"])
     assert rc == 2 and not (tmp_path / "run3").exists()
+    # nor with its frequency patches concatenated (the graph averages them)
+    rc = main(["evaluate", "--model", str(onnx_file), "--freq-mix", "concat", "--tasks", str(tmp_path / "tasks"),
+               "--out", str(tmp_path / "run4"), "--seeds", "1", "--probes", "knn", "--no-progress"])
+    assert rc == 2 and not (tmp_path / "run4").exists()
 
 
 def test_export_refuses_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
