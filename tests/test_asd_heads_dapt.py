@@ -85,3 +85,32 @@ def test_pretrain_init_continues_from_weights(tmp_path, audio_folder, capsys):
     assert ckpt.load_spec(ckpt.resolve(re)).encoder.frontend.mean < sa.encoder.frontend.mean - 1.0
     capsys.readouterr()
     assert np.isfinite(sa.encoder.frontend.std)
+
+
+def test_pretrain_init_takes_the_objective_and_refuses_encoder_overrides(tmp_path, audio_folder, capsys):
+    """--init a reconstruction run with --objective latent: the encoder continues, the decoder
+    (another output size) starts fresh, and the teacher starts as a copy of the loaded encoder."""
+    common = ["--data", str(audio_folder), "--batch-size", "2", "--no-progress", "--set", "train.warmup_steps=1"]
+    base = tmp_path / "base"
+    assert main(["pretrain", "--model", "msm_vit_debug", "--out", str(base), "--max-steps", "2", *common]) == 0
+    lat = tmp_path / "lat"
+    assert main(["pretrain", "--init", str(base), "--objective", "latent", "--out", str(lat), "--max-steps", "1",
+                 "--lr", "1e-12", "--set", "model_overrides.latent.num_masks=2", "--set", "train.ckpt_every=1",
+                 *common]) == 0
+    a, b = ckpt.load_state_dict(ckpt.resolve(base)), ckpt.load_state_dict(ckpt.resolve(lat))
+    enc = [k for k in a if k.startswith("encoder.")]
+    assert enc and max(float((a[k] - b[k]).abs().max()) for k in enc) < 1e-6
+    assert a["decoder_pred.weight"].shape != b["decoder_pred.weight"].shape  # pixels → latents
+    cfg = ckpt.load_spec(ckpt.resolve(lat)).model_config()
+    assert (cfg.objective, cfg.latent.num_masks) == ("latent", 2)
+    last = ckpt.latest_checkpoint(lat / "checkpoints")
+    assert last is not None
+    state = ckpt.load_state_dict(last)  # a periodic checkpoint holds the teacher (a training-only part)
+    assert max(float((state[f"aux.teacher.{k[len('encoder.'):]}"] - a[k]).abs().max()) for k in enc) < 1e-5
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(["pretrain", "--init", str(base), "--out", str(bad), "--max-steps", "1",
+                 "--set", "model_overrides.encoder.patch_t=8", *common]) == 2
+    err = capsys.readouterr().err
+    assert "model_overrides.encoder" in err and "--init" in err and len(err.strip().splitlines()) == 1
+    assert not bad.exists()

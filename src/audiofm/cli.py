@@ -73,7 +73,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    "teacher's representations of them (latent; settings model_overrides.latent.*, "
                    "docs/pretraining.md) (default: reconstruct)")
     p.add_argument("--init", metavar="CKPT", help="continue pretraining from this checkpoint's weights with a "
-                   "fresh schedule (domain-adaptive pretraining; its model config replaces --model) "
+                   "fresh schedule (domain-adaptive pretraining; its model config replaces --model, and --objective / "
+                   "model_overrides apply on top, except to its encoder) "
                    "(default: none)")
     p.add_argument("--recompute-stats", action="store_true", help="with --init: recompute the log-mel "
                    "statistics from DATA instead of keeping the checkpoint's (default: keep)")

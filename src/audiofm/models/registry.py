@@ -81,6 +81,14 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     return from_dict(ModelConfig, data, where=name)
 
 
+def with_overrides(cfg: ModelConfig, overrides: Mapping[str, Any], where: str = "model_overrides") -> ModelConfig:
+    """``cfg`` with nested ``overrides`` applied, typed and checked as :func:`model_config` does."""
+    from ..config import to_dict
+
+    return from_dict(ModelConfig, merge(to_dict(cfg), _plain({k: v for k, v in overrides.items() if v is not None})),
+                     where=where)
+
+
 def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
     """Overrides with dataclass values (e.g. an EncoderConfig) as mappings, so they merge."""
     from ..config import to_dict

@@ -4,7 +4,7 @@ or latent prediction with an EMA teacher moved after every optimiser step)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from ..data.dataset import ClipStore
 from ..frontend import LogMel
 from ..io import check_writable
 from ..models.msm import ModelConfig, MSMModel
-from ..models.registry import build_model, model_config
+from ..models.registry import build_model, model_config, with_overrides
 from .budget import calibrate_steps
 from .checkpointing import check_run_dir
 from .data_order import mix
@@ -168,17 +168,32 @@ def load_rows(data: DataConfig) -> list[Row]:
     return rows
 
 
-def init_weights(path: str) -> tuple[ModelConfig, dict[str, Tensor], bool]:
+def init_weights(path: str, overrides: Mapping[str, Any] | None = None) -> tuple[ModelConfig, dict[str, Tensor], bool]:
     """The model config and weights of checkpoint ``path`` for ``--init``, and whether the
-    weights are a whole MSM model (else the encoder only)."""
+    weights are a whole MSM model (else the encoder only). ``overrides`` (``model_overrides``)
+    apply on top of the checkpoint's config, e.g. ``objective: latent`` to continue a
+    reconstruction run by latent prediction; the encoder is fixed by the weights, so an override
+    that changes it is refused. When the result no longer fits the checkpoint's decoder (another
+    objective or decoder shape), only the encoder is loaded and the decoder starts fresh."""
     from .. import checkpoint as ckpt
+    from ..config import ConfigError
 
     d = ckpt.resolve(path)
     spec = ckpt.load_spec(d)
     state = ckpt.load_state_dict(d)
+    base = spec.model_config()
+    cfg = with_overrides(base, overrides or {})
+    if cfg.encoder != base.encoder:
+        raise ConfigError(f"model_overrides.encoder: --init {path} fixes the encoder (its weights); "
+                          f"drop the encoder overrides or start without --init")
     if spec.kind == "msm":
-        return spec.model_config(), state, True
-    return spec.model_config(), ckpt.component(state, "encoder", str(d)), False
+        fresh = MSMModel(cfg).state_dict()
+        own = {k: v for k, v in state.items() if not k.startswith(ckpt.TRAINING_PARTS)}
+        fits = {k for k in fresh if not k.startswith(ckpt.TRAINING_PARTS)} == set(own) and all(
+            fresh[k].shape == v.shape for k, v in own.items())
+        if fits:
+            return cfg, state, True
+    return cfg, ckpt.component(state, "encoder", str(d)), False
 
 
 # pretraining settings that never change what is computed (free to change on resume)
@@ -199,7 +214,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, resume: bool = False, prog
     check_writable(out)  # a read-only or full --out fails now, not at the first checkpoint
     init = None
     if cfg.init and not from_checkpoint:  # a resumed run continues its own weights
-        model_cfg, init_state, whole = init_weights(cfg.init)
+        model_cfg, init_state, whole = init_weights(cfg.init, cfg.model_overrides)
         init = (init_state, whole)
         if not cfg.keep_stats:
             fe0 = dataclasses.replace(model_cfg.encoder.frontend, mean=0.0, std=1.0)
