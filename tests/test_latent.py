@@ -151,6 +151,28 @@ def test_multi_mask_loss_is_the_mean_of_single_mask_losses(encoder_input):
     torch.testing.assert_close(out["loss"], out["frame_loss"] + 0.5 * out["clip_loss"])
 
 
+def test_pixel_weight_adds_the_reconstruction_loss_of_the_same_hidden_patches():
+    """latent.pixel_weight w: loss = frame + clip_weight·clip + w·(patch MSE at the hidden tokens,
+    from the decoder's second output), the MSE computed here directly; w = 0 has no second output."""
+    assert create_model("msm_vit_debug", objective="latent", segment_seconds=0.5).decoder_pixels is None
+    torch.manual_seed(0)
+    m = create_model("msm_vit_debug", objective="latent", segment_seconds=0.5,
+                     latent={"num_masks": 2, "clip_weight": 0.5, "pixel_weight": 0.3}).eval()
+    wave = _wave(B=2)
+    masks = m.sample_mask(2, wave.shape[1], torch.Generator().manual_seed(1))
+    cap = {}
+    m.decoder_pixels.register_forward_hook(lambda mod, inp, out: cap.update(pred=out))
+    out = m(wave, masks)
+    patches = m.encoder.tokenize(wave).patches.repeat(2, 1, 1)  # (2·2, N, P)
+    t = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6).sqrt()
+    ref = (cap["pred"] - t).square().mean(-1)[masks].mean()  # every row hides the same count
+    torch.testing.assert_close(out["pixel_loss"], ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["loss"], out["frame_loss"] + 0.5 * out["clip_loss"] + 0.3 * out["pixel_loss"])
+    out["loss"].backward()
+    assert m.decoder_pixels.weight.grad is not None and m.decoder_pred.weight.grad is not None
+    assert "decoder_pixels.weight" in m.export_state()  # a final checkpoint rebuilds the same model
+
+
 def test_inverse_block_masks():
     Fp, Tp, ratio = 8, 25, 0.8
     g = torch.Generator().manual_seed(0)
@@ -253,10 +275,12 @@ def test_resume_restores_the_teacher_and_equals_an_uninterrupted_run(tmp_path, a
 def test_end_to_end_latent_pretraining(tmp_path, sounds, capsys):
     run = tmp_path / "run"
     assert main(_pretrain(sounds, run, "--set", "train.lr=2e-3", "--set", "model_overrides.mask_mode=block",
-                          "--set", "model_overrides.latent.ema_decay=0.99", steps=40)) == 0
+                          "--set", "model_overrides.latent.ema_decay=0.99",
+                          "--set", "model_overrides.latent.pixel_weight=0.5", steps=40)) == 0
     rows = _metrics(run)
     losses = [r["loss"] for r in rows]
-    assert len(losses) == 40 and all("frame_loss" in r and "clip_loss" in r for r in rows)
+    assert len(losses) == 40 and all("frame_loss" in r and "clip_loss" in r and "pixel_loss" in r for r in rows)
+    assert np.mean([r["pixel_loss"] for r in rows[-5:]]) < np.mean([r["pixel_loss"] for r in rows[:5]])
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     emb = audiofm.load(run / "model").embed(np.asarray(sf.read(sounds / "s00.flac")[0], dtype=np.float32), SR)
     assert emb.clip.shape == (64,) and np.isfinite(emb.clip).all()

@@ -42,7 +42,9 @@ class LatentConfig:
     per clip (the teacher runs once per clip, the student once per mask). ema_decay /
     ema_end_decay: the teacher's decay at the first / last optimiser step, ema_schedule
     'linear' or 'cosine' between them (:func:`ema_decay`). keep: the encoder the final
-    checkpoint holds, 'student' (data2vec) or 'teacher' (EAT)."""
+    checkpoint holds, 'student' (data2vec) or 'teacher' (EAT). pixel_weight: weight of a
+    reconstruction loss on the same hidden patches, from a second linear output of the same
+    decoder (the ``reconstruct`` objective's patch MSE; 0 = off, latent prediction alone)."""
 
     target_layers: PositiveInt = 8
     target_norm: str = "instance"
@@ -53,6 +55,7 @@ class LatentConfig:
     ema_end_decay: Decay = 0.9999
     ema_schedule: str = "linear"
     keep: str = "student"
+    pixel_weight: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         check_ranges(self)

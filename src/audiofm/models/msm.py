@@ -91,6 +91,9 @@ class MSMModel(nn.Module):
         self.decoder = build_backbone("transformer", dim=Dd, depth=cfg.decoder_depth, heads=cfg.decoder_heads)
         self.decoder_norm = nn.LayerNorm(Dd)
         self.decoder_pred = nn.Linear(Dd, D if cfg.objective == "latent" else P)
+        # latent prediction with latent.pixel_weight > 0 also reconstructs the hidden patches
+        self.decoder_pixels = (nn.Linear(Dd, P) if cfg.objective == "latent" and cfg.latent.pixel_weight > 0
+                               else None)
         self._init_weights()
         if cfg.objective == "latent":
             # the teacher starts as a copy of the student and never receives gradients; under
@@ -142,7 +145,9 @@ class MSMModel(nn.Module):
             nn.init.normal_(self.mask_token, std=0.02)
         if self.enc_mask_token is not None:
             nn.init.normal_(self.enc_mask_token, std=0.02)
-        for lin in (self.encoder.patch_embed, self.decoder_embed, self.decoder_pred):
+        for lin in (self.encoder.patch_embed, self.decoder_embed, self.decoder_pred, self.decoder_pixels):
+            if lin is None:
+                continue
             nn.init.xavier_uniform_(lin.weight)
             nn.init.zeros_(lin.bias)
 
@@ -159,8 +164,8 @@ class MSMModel(nn.Module):
                          self.cfg.mask_block)
 
     def _student(self, x: Tensor, mask: Tensor, Fp: int, Tp: int) -> tuple[Tensor, Tensor]:
-        """Embedded tokens ``x (R, N, D)`` and their ``mask (R, N)`` → decoder output ``(R, N,
-        out)`` and the encoder's output at the visible tokens ``(R, Nv, D)``."""
+        """Embedded tokens ``x (R, N, D)`` and their ``mask (R, N)`` → the decoder's normalised
+        output ``(R, N, Dd)`` and the encoder's output at the visible tokens ``(R, Nv, D)``."""
         enc = self.encoder
         R, N = mask.shape
         vis = visible_indices(mask)  # (R, Nv), ascending: token order kept
@@ -180,7 +185,21 @@ class MSMModel(nn.Module):
         full = full + sincos_2d(Fp, Tp, full.shape[-1]).to(full)
         out = self.decoder(full)
         assert isinstance(out, Tensor)
-        return self.decoder_pred(self.decoder_norm(out)), h
+        return self.decoder_norm(out), h
+
+    def _patch_loss(self, pred: Tensor, patches: Tensor, hid: Tensor) -> tuple[Tensor, Tensor]:
+        """The reconstruction loss: MSE of ``pred (M·B, N, P)`` against the (per-patch normalised
+        with ``norm_targets``) ``patches (B, N, P)`` at the hidden tokens ``hid``; and the target."""
+        target = patches
+        if self.cfg.norm_targets:
+            mu = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mu) / (var + 1e-6).sqrt()
+        M, P = pred.shape[0] // patches.shape[0], patches.shape[-1]
+        target = target.repeat(M, 1, 1) if M > 1 else target
+        pred_m = torch.gather(pred, 1, hid[..., None].expand(-1, -1, P)).float()
+        targ_m = torch.gather(target, 1, hid[..., None].expand(-1, -1, P)).float()
+        return (pred_m - targ_m).square().mean(), target
 
     @torch.no_grad()
     def teacher_targets(self, patches: Tensor, Fp: int, Tp: int) -> Tensor:
@@ -197,23 +216,16 @@ class MSMModel(nn.Module):
         tok = enc.tokenize(wave)
         patches, Fp, Tp = tok.patches, tok.Fp, tok.Tp
         mask = mask.to(patches.device)
-        B, N, P = patches.shape
+        B, N = patches.shape[:2]
         if mask.shape[0] % B or mask.shape[1] != N:
             raise ValueError(f"mask {tuple(mask.shape)} does not fit {B} clips of {N} tokens")
         M = mask.shape[0] // B
         x = enc.embed_tokens(patches, Fp, Tp)  # (B, N, D)
-        pred, h_vis = self._student(x.repeat(M, 1, 1) if M > 1 else x, mask, Fp, Tp)  # (M·B, N, out)
+        dec, h_vis = self._student(x.repeat(M, 1, 1) if M > 1 else x, mask, Fp, Tp)  # (M·B, N, Dd)
+        pred = self.decoder_pred(dec)  # (M·B, N, out)
         hid = masked_indices(mask)
         if self.teacher is None:
-            target = patches
-            if self.cfg.norm_targets:
-                mu = target.mean(dim=-1, keepdim=True)
-                var = target.var(dim=-1, keepdim=True)
-                target = (target - mu) / (var + 1e-6).sqrt()
-            target = target.repeat(M, 1, 1) if M > 1 else target
-            pred_m = torch.gather(pred, 1, hid[..., None].expand(-1, -1, P)).float()
-            targ_m = torch.gather(target, 1, hid[..., None].expand(-1, -1, P)).float()
-            loss = (pred_m - targ_m).square().mean()
+            loss, target = self._patch_loss(pred, patches, hid)
             return {"loss": loss, "pred": pred, "target": target}
         lc = self.cfg.latent
         y = self.teacher_targets(patches, Fp, Tp)  # (B, N, D), no gradient
@@ -224,8 +236,12 @@ class MSMModel(nn.Module):
         # utterance level (EAT): the mean-pooled student output predicts the clip's mean target
         clip = latent_loss(h_vis.mean(dim=1), y.mean(dim=1).repeat(M, 1), lc.loss)
         loss = frame + lc.clip_weight * clip if lc.clip_weight > 0 else frame
-        return {"loss": loss, "frame_loss": frame.detach(), "clip_loss": clip.detach(), "pred": pred,
-                "target": target}
+        out = {"frame_loss": frame.detach(), "clip_loss": clip.detach(), "pred": pred, "target": target}
+        if self.decoder_pixels is not None:
+            pixel, _ = self._patch_loss(self.decoder_pixels(dec), patches, hid)
+            loss = loss + lc.pixel_weight * pixel
+            out["pixel_loss"] = pixel.detach()
+        return {"loss": loss, **out}
 
 
 def count_parameters(module: nn.Module) -> int:

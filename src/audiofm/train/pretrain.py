@@ -132,7 +132,7 @@ class PretrainRecipe:
         masks = masks.view(self.config.num_masks, batch.global_size, -1)
         masks = masks[:, batch.offset : batch.offset + len(batch.ids)]
         out = model(wave.to(device), masks.reshape(-1, masks.shape[-1]).to(device))
-        extras = {k: float(out[k]) for k in ("frame_loss", "clip_loss") if k in out}
+        extras = {k: float(out[k]) for k in ("frame_loss", "clip_loss", "pixel_loss") if k in out}
         return out["loss"], extras
 
     def crop(self, i: int, seed: int) -> np.ndarray:
